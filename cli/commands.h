@@ -1,0 +1,24 @@
+/* commands.h — the subcommands of the quench binary.
+ *
+ * Every process and tool is a subcommand: `quench <command> [flags]`. A
+ * command's run function gets argv starting at the command name and returns
+ * the process exit status (0 ok, 1 failure, 2 usage error). Its help
+ * function prints the usage, generated from the command's flag table where
+ * it has one. To add a command, write cli/cmd_<name>.c and add one line to
+ * the table in cli/main.c. */
+#ifndef QN_CLI_COMMANDS_H
+#define QN_CLI_COMMANDS_H
+
+#include <stdio.h>
+
+typedef struct qn_command {
+    const char *name;
+    const char *summary; /* one line for `quench help` */
+    int (*run)(int argc, char **argv);
+    void (*help)(FILE *out);
+} qn_command;
+
+/* Exit codes shared by all commands. */
+enum { QN_EXIT_OK = 0, QN_EXIT_FAILURE = 1, QN_EXIT_USAGE = 2 };
+
+#endif

@@ -1,0 +1,101 @@
+/* main.c — the quench binary: subcommand dispatch, --version, help.
+ *
+ * This is the only place in quench that calls exit (by returning from
+ * main); library code reports errors as qn_status values. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "core/log.h"
+
+
+static int cmd_help(int argc, char **argv);
+static void help_help(FILE *out);
+static int cmd_version(int argc, char **argv);
+static void help_version(FILE *out);
+
+static const qn_command k_commands[] = {
+    {"help", "show the commands, or one command's flags", cmd_help, help_help},
+    {"version", "print the version and build options", cmd_version, help_version},
+};
+static const size_t k_n_commands = sizeof k_commands / sizeof k_commands[0];
+
+static const qn_command *find_command(const char *name) {
+    for (size_t i = 0; i < k_n_commands; i++) {
+        if (strcmp(k_commands[i].name, name) == 0) return &k_commands[i];
+    }
+    return NULL;
+}
+
+static void print_overview(FILE *out) {
+    fprintf(out,
+            "quench %s — reinforcement-learning post-training for LLMs\n\n"
+            "usage: quench <command> [flags]\n"
+            "       quench help <command>   flags of one command\n"
+            "       quench --version\n\n"
+            "commands:\n",
+            QN_VERSION);
+    for (size_t i = 0; i < k_n_commands; i++) {
+        fprintf(out, "  %-14s %s\n", k_commands[i].name, k_commands[i].summary);
+    }
+    fprintf(out, "\nEvery flag can also be set as an environment variable QN_<FLAG>\n"
+                 "(upper case, '-' as '_'); a flag on the command line wins.\n");
+}
+
+static void help_help(FILE *out) {
+    fprintf(out, "usage: quench help [command]\n\n"
+                 "Without a command, lists the commands. With one, prints its flags,\n"
+                 "their types, defaults and accepted ranges.\n");
+}
+
+static int cmd_help(int argc, char **argv) {
+    if (argc < 2) {
+        print_overview(stdout);
+        return QN_EXIT_OK;
+    }
+    const qn_command *c = find_command(argv[1]);
+    if (!c) {
+        fprintf(stderr, "quench: unknown command '%s'; `quench help` lists the commands\n", argv[1]);
+        return QN_EXIT_USAGE;
+    }
+    c->help(stdout);
+    return QN_EXIT_OK;
+}
+
+static void help_version(FILE *out) {
+    fprintf(out, "usage: quench version   (or quench --version)\n\n"
+                 "Prints the version and the options this binary was built with.\n");
+}
+
+static int cmd_version(int argc, char **argv) {
+#ifdef QN_HAVE_CUDA
+    const char *cuda = "cuda";
+#else
+    const char *cuda = "no-cuda";
+#endif
+    printf("quench %s (%s)\n", QN_VERSION, cuda);
+    return QN_EXIT_OK;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        print_overview(stderr);
+        return QN_EXIT_USAGE;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0) return cmd_version(argc - 1, argv + 1);
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) return cmd_help(1, argv + 1);
+    const qn_command *c = find_command(name);
+    if (!c) {
+        fprintf(stderr, "quench: unknown command '%s'; `quench help` lists the commands\n", name);
+        return QN_EXIT_USAGE;
+    }
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            c->help(stdout);
+            return QN_EXIT_OK;
+        }
+    }
+    qn_log_init(c->name, -1);
+    return c->run(argc - 1, argv + 1);
+}
