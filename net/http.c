@@ -210,6 +210,7 @@ long qn_http_parse(const char *buf, size_t len, const qn_http_limits *limits,
 
     if (!chunked) {
         if (content_length > max_body) return fail(413, "request body too large", status_out, why_out);
+        req->head_len = head_end;
         if (len - head_end < content_length) return QN_HTTP_INCOMPLETE;
         req->body = content_length ? buf + head_end : NULL;
         req->body_len = content_length;
@@ -270,6 +271,7 @@ long qn_http_parse(const char *buf, size_t len, const qn_http_limits *limits,
             return fail(431, "trailer section too large", status_out, why_out);
         }
     }
+    req->head_len = head_end;
     req->body_buf = out;
     req->body = out;
     req->body_len = total;
@@ -277,7 +279,7 @@ long qn_http_parse(const char *buf, size_t len, const qn_http_limits *limits,
 
 incomplete:
     free(out);
-    memset(req, 0, sizeof *req);
+    req->head_len = head_end;
     return QN_HTTP_INCOMPLETE;
 }
 

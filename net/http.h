@@ -53,6 +53,7 @@ typedef struct qn_http_request {
     size_t body_len;
     bool keep_alive;
     bool expect_continue;
+    size_t head_len; /* bytes of request line + headers, once they are complete */
     char *body_buf; /* owned: decoded chunked body */
 } qn_http_request;
 
@@ -63,8 +64,10 @@ enum {
 };
 
 /* Parses one request from buf[0..len). Returns the number of bytes it used
- * (> 0) and fills *req; QN_HTTP_INCOMPLETE when more bytes are needed (req
- * is left empty); QN_HTTP_ERROR with *status_out set to the HTTP status to
+ * (> 0) and fills *req; QN_HTTP_INCOMPLETE when more bytes are needed (if
+ * the head is already complete, req->head_len > 0 and the head fields are
+ * filled — a server uses that to answer "Expect: 100-continue" — but there
+ * is no body yet and nothing to free); QN_HTTP_ERROR with *status_out set to the HTTP status to
  * answer (400, 413, 431, 501, 505) and *why_out to a short reason. The
  * caller must call qn_http_request_free on a filled request. */
 long qn_http_parse(const char *buf, size_t len, const qn_http_limits *limits,

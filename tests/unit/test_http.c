@@ -113,6 +113,12 @@ static void test_expect_continue(void **state) {
     const char *s = "POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
     const char *why;
     assert_int_equal(qn_http_parse(s, strlen(s), NULL, &req, &st, &why), QN_HTTP_INCOMPLETE);
+    /* head complete: the server can send 100 Continue */
+    assert_int_equal(req.head_len, strlen(s));
+    assert_true(req.expect_continue);
+    /* head incomplete: nothing known yet */
+    assert_int_equal(qn_http_parse(s, 20, NULL, &req, &st, &why), QN_HTTP_INCOMPLETE);
+    assert_int_equal(req.head_len, 0);
 }
 
 static void expect_error(const char *s, int want_status) {
