@@ -66,3 +66,64 @@ char *qn_test_read_file(const char *path, size_t *len) {
     if (len) *len = (size_t)n;
     return buf;
 }
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+
+pid_t qn_test_redis_start(const char *dir, const char *const *extra_args, char *url, size_t cap) {
+    char sock[100], logf[300];
+    if (strlen(dir) + sizeof "/redis.sock" > sizeof sock)
+        fail_msg("tmp dir %s is too long for a unix socket path", dir);
+    snprintf(sock, sizeof sock, "%s/redis.sock", dir);
+    snprintf(logf, sizeof logf, "%s/redis.log", dir);
+    unlink(sock);
+    const char *argv[64] = {"redis-server", "--port", "0", "--unixsocket", sock,
+                            "--dir", dir, "--save", "", "--appendonly", "no",
+                            "--logfile", logf};
+    int argc = 13;
+    for (int i = 0; extra_args && extra_args[i] && argc < 62; i++) argv[argc++] = extra_args[i];
+    argv[argc] = NULL;
+    pid_t pid = fork();
+    if (pid < 0) fail_msg("fork: %s", strerror(errno));
+    if (pid == 0) {
+        /* keep the test's stdout/stderr pipes free: ctest waits for them */
+        int devnull = open("/dev/null", O_RDWR);
+        if (devnull >= 0) {
+            dup2(devnull, 0);
+            dup2(devnull, 1);
+            dup2(devnull, 2);
+        }
+        execvp("redis-server", (char *const *)argv);
+        _exit(127);
+    }
+    /* wait until the socket accepts a connection (up to 10 s) */
+    for (int i = 0; i < 1000; i++) {
+        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        snprintf(a.sun_path, sizeof a.sun_path, "%s", sock);
+        int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        close(fd);
+        if (ok) {
+            snprintf(url, cap, "unix://%s", sock);
+            return pid;
+        }
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) fail_msg("redis-server exited early (see %s)", logf);
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    fail_msg("redis-server did not come up on %s", sock);
+    return -1;
+}
+
+void qn_test_redis_stop(pid_t pid, int hard) {
+    if (pid <= 0) return;
+    kill(pid, hard ? SIGKILL : SIGTERM);
+    waitpid(pid, NULL, 0);
+}

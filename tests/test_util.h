@@ -26,3 +26,15 @@ void qn_test_write_file(const char *path, const void *data, size_t len);
 char *qn_test_read_file(const char *path, size_t *len);
 
 #endif
+
+#include <sys/types.h>
+
+/* Starts a private redis-server listening only on a unix socket in `dir`
+ * (no TCP port, so parallel tests never collide), waits until it answers,
+ * and writes its URL ("unix:///.../redis.sock") into url. extra_args (may be
+ * NULL) is a NULL-terminated list of further redis-server arguments, e.g.
+ * {"--appendonly", "yes", NULL}. Fails the test if it cannot start. */
+pid_t qn_test_redis_start(const char *dir, const char *const *extra_args, char *url, size_t cap);
+
+/* SIGKILLs (hard=1) or SIGTERMs the server and reaps it. */
+void qn_test_redis_stop(pid_t pid, int hard);

@@ -15,6 +15,7 @@
 #include <curl/curl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -300,6 +301,7 @@ static void test_pipelined_and_too_many(void **state) {
 }
 
 int main(void) {
+    signal(SIGPIPE, SIG_IGN); /* as every quench process does (cli/main.c) */
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_keepalive_reuse, setup, teardown),
