@@ -21,4 +21,27 @@ typedef struct qn_command {
 /* Exit codes shared by all commands. */
 enum { QN_EXIT_OK = 0, QN_EXIT_FAILURE = 1, QN_EXIT_USAGE = 2 };
 
+/* rewards (cli/cmd_reward.c) */
+int qn_cmd_reward(int argc, char **argv);
+void qn_help_reward(FILE *out);
+
+/* core/model tools (cli/cmd_init_model.c, cli/cmd_logprobs.c) */
+int qn_cmd_init_model(int argc, char **argv);
+void qn_help_init_model(FILE *out);
+int qn_cmd_logprobs(int argc, char **argv);
+void qn_help_logprobs(FILE *out);
+int qn_cmd_grad(int argc, char **argv);
+void qn_help_grad(FILE *out);
+/* benchmarks with in-run reference ratios (cli/cmd_bench.c) */
+int qn_cmd_bench(int argc, char **argv);
+void qn_help_bench(FILE *out);
+
+/* config.json inspection (cli/cmd_model_info.c) */
+int qn_cmd_model_info(int argc, char **argv);
+void qn_help_model_info(FILE *out);
+
+/* tokenizer tool (cli/cmd_tokenize.c) */
+int qn_cmd_tokenize(int argc, char **argv);
+void qn_help_tokenize(FILE *out);
+
 #endif

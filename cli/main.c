@@ -2,6 +2,7 @@
  *
  * This is the only place in quench that calls exit (by returning from
  * main); library code reports errors as qn_status values. */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -17,6 +18,13 @@ static void help_version(FILE *out);
 static const qn_command k_commands[] = {
     {"help", "show the commands, or one command's flags", cmd_help, help_help},
     {"version", "print the version and build options", cmd_version, help_version},
+    {"reward", "score a JSONL file of samples with a reward function", qn_cmd_reward, qn_help_reward},
+    {"init-model", "write a randomly initialised model for a config.json", qn_cmd_init_model, qn_help_init_model},
+    {"logprobs", "per-token log-probs and entropies of a model on JSONL sequences", qn_cmd_logprobs, qn_help_logprobs},
+    {"grad", "gradients of sum(dlogp*logp + dentropy*entropy) as safetensors", qn_cmd_grad, qn_help_grad},
+    {"bench", "benchmarks with a reference ratio (quench bench model)", qn_cmd_bench, qn_help_bench},
+    {"model-info", "print what quench reads from a config.json, as JSON", qn_cmd_model_info, qn_help_model_info},
+    {"tokenize", "text to token ids and back, chat templates, tokenizer.json export", qn_cmd_tokenize, qn_help_tokenize},
 };
 static const size_t k_n_commands = sizeof k_commands / sizeof k_commands[0];
 
@@ -96,6 +104,9 @@ int main(int argc, char **argv) {
             return QN_EXIT_OK;
         }
     }
+    /* A peer that goes away must be an error return from write(), not a
+     * signal that kills the process: every service talks to sockets. */
+    signal(SIGPIPE, SIG_IGN);
     qn_log_init(c->name, -1);
     return c->run(argc - 1, argv + 1);
 }

@@ -28,6 +28,14 @@ if(QN_BUILD_TESTS)
   qn_require_pkg(cmocka cmocka libcmocka-dev)
 endif()
 
+# Gloo (CPU collectives) ships a CMake package config, no pkg-config file.
+find_package(Gloo CONFIG QUIET)
+if(NOT TARGET gloo)
+  message(FATAL_ERROR
+    "quench needs Gloo for CPU collectives (Debian package 'libgloo-dev'). "
+    "Install it with scripts/install-deps.sh (or: apt-get install libgloo-dev).")
+endif()
+
 find_package(OpenMP)
 if(NOT OpenMP_C_FOUND)
   message(FATAL_ERROR "quench needs OpenMP for C (part of gcc; Debian package 'libgomp1').")

@@ -17,11 +17,13 @@ PACKAGES=(
   libpcre2-dev          # tokenizer pre-tokenizer regexes
   libutf8proc-dev       # Unicode normalisation
   libcurl4-openssl-dev  # remote reward services
+  libgloo-dev           # CPU collectives between trainer ranks
   # tests and tools
   libcmocka-dev         # unit tests
   redis-server          # integration tests, and the launcher's Redis
   clang libclang-rt-14-dev  # libFuzzer targets, sanitizers
   curl                  # HTTP tests
+  python3-torch python3-numpy  # tests/ref/model_ref.py: PyTorch reference of the model core
 )
 
 missing=()

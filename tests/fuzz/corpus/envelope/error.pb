@@ -1,0 +1,1 @@
+sseedÊ÷ÿÿÿÿÿÿÿÿengine:0 timed out

@@ -1,0 +1,1 @@
+jseed‚engine:0"late by 2 s(

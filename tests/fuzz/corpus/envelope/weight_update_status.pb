@@ -1,0 +1,1 @@
+vseedâ1"engine:1 failed to load*engine:02engine:1
