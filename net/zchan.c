@@ -24,7 +24,13 @@ qn_status qn_zsock_open(void *ctx, int type, const char *endpoint, bool bind,
     zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     zmq_setsockopt(s, ZMQ_TCP_KEEPALIVE, &keepalive, sizeof keepalive);
-    if (type == ZMQ_ROUTER) zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory);
+    if (type == ZMQ_ROUTER) {
+        zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory);
+        /* A peer that reconnects under the same identity (a restarted
+         * engine, a second pull) takes the name over at once, instead of
+         * being ignored until the ROUTER notices the old connection died. */
+        zmq_setsockopt(s, ZMQ_ROUTER_HANDOVER, &mandatory, sizeof mandatory);
+    }
     if (identity && *identity) {
         size_t n = strlen(identity);
         if (n > QN_ZMQ_MAX_IDENTITY) {

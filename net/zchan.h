@@ -28,7 +28,8 @@
 
 /* Creates a socket of `type` (ZMQ_ROUTER or ZMQ_DEALER) on context ctx with
  * quench's options (linger 0, max message size QN_MAX_MESSAGE_BYTES plus
- * framing, high-water marks, TCP keepalive, ROUTER_MANDATORY on routers),
+ * framing, high-water marks, TCP keepalive; on routers ROUTER_MANDATORY and
+ * ROUTER_HANDOVER, so a reconnecting peer keeps its identity),
  * then binds (bind=true) or connects to endpoint. identity (DEALER, may be
  * NULL) names the peer to the ROUTER it connects to. Binding to
  * "tcp://127.0.0.1:*" picks a free port: qn_zsock_endpoint tells which. */
