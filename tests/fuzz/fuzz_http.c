@@ -29,6 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
         for (size_t i = 0; i < req.body_len; i++) sum += (unsigned char)req.body[i];
         if (req.body_len > lim.max_body_bytes) abort();
+        if (sum == 0xFFFFFFFFu) abort(); /* uses every byte read above */
         qn_http_request_free(&req);
         off += (size_t)n;
     }
