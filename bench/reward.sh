@@ -27,19 +27,27 @@ with open(sys.argv[2], "w") as out:
                               "label": r["answer"], "metadata": {}}) + "\n")
 PY
 N=$(wc -l <"$TMP/math.jsonl")
-rate() { grep "scored" "$1" | sed 's/.*: \([0-9.]*\) samples\/s, \([0-9.]*\) us\/sample/\1 \2/'; }
+# "<samples/s> <wall us/sample> <cpu us/sample>" from a quench reward summary
+rate() {
+    local a b
+    a=$(grep "scored" "$1" | sed 's/.*: \([0-9.]*\) samples\/s, \([0-9.]*\) us\/sample/\1 \2/')
+    b=$(grep "cpu-us/sample" "$1" | sed 's/.*: \([0-9.]*\) cpu-us\/sample/\1/')
+    echo "$a $b"
+}
 
 echo "math built-in, $N MATH-500 solutions x $REPEAT passes ($(nproc) cores)"
 "$Q" reward --rm-type math --input "$TMP/math.jsonl" --reward-isolation inline \
     --repeat "$REPEAT" --output /dev/null 2>"$TMP/inline.txt"
-read -r r_in us_in < <(rate "$TMP/inline.txt")
-echo "  inline:             $r_in samples/s ($us_in us/sample)"
+read -r r_in us_in cpu_in < <(rate "$TMP/inline.txt")
+echo "  inline:               $r_in samples/s ($us_in us/sample wall, $cpu_in us/sample cpu)"
 for w in 1 2; do
     "$Q" reward --rm-type math --input "$TMP/math.jsonl" --reward-isolation process \
         --reward-workers $w --repeat "$REPEAT" --output /dev/null 2>"$TMP/proc$w.txt"
-    read -r r_p us_p < <(rate "$TMP/proc$w.txt")
+    read -r r_p us_p cpu_p < <(rate "$TMP/proc$w.txt")
     over=$(awk -v a="$us_p" -v b="$us_in" 'BEGIN { printf "%.1f", a - b }')
-    echo "  process, $w worker(s): $r_p samples/s ($us_p us/sample; isolation overhead $over us/sample)"
+    over_cpu=$(awk -v a="$cpu_p" -v b="$cpu_in" 'BEGIN { printf "%.1f", a - b }')
+    echo "  process, $w worker(s): $r_p samples/s ($us_p us/sample wall, $cpu_p us/sample cpu;" \
+         "isolation overhead $over us wall, $over_cpu us cpu per sample)"
 done
 
 for delay in 0 0.02; do
@@ -55,10 +63,12 @@ with open(sys.argv[1], "w") as out:
 PY
     for conc in 1 64; do
         "$Q" reward --rm-type remote_rm --rm-url "http://127.0.0.1:$PORT/" \
-            --rm-concurrency $conc --input "$TMP/remote.jsonl" --output /dev/null 2>"$TMP/remote.txt"
-        read -r r_r us_r < <(rate "$TMP/remote.txt")
+            --rm-concurrency $conc --input "$TMP/remote.jsonl" --output /dev/null \
+            2>"$TMP/remote.txt"
+        read -r r_r us_r cpu_r < <(rate "$TMP/remote.txt")
         fails=$(grep -o "failed [0-9]*" "$TMP/remote.txt")
-        echo "  remote_rm, service delay ${delay}s, $conc in flight: $r_r samples/s ($fails)"
+        echo "  remote_rm, service delay ${delay}s, $conc in flight: $r_r samples/s" \
+             "($fails; client cpu $cpu_r us/sample)"
     done
     kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=""
 done

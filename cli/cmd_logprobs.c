@@ -40,9 +40,10 @@ static const qn_flag k_lp_flags[] = {
 static const qn_flag_table k_lp_table = {
     .command = "logprobs",
     .usage = "quench logprobs --model DIR --input IN.jsonl --output OUT.jsonl [--temperature T]",
-    .summary = "IN lines: {\"tokens\":[...],\"response_start\":k} (k >= 1). OUT has one line per "
-               "input line with log p(tokens[t] | tokens[<t]) and the entropy of that "
-               "distribution (logits / T) for t = k .. len-1.",
+    .summary = "IN lines: {\"tokens\":[...],\"response_start\":k} (k >= 1). OUT has one line per\n"
+               "input line, same order: {\"logprobs\":[...],\"entropy\":[...]} with\n"
+               "log p(tokens[t] | tokens[<t]) and the entropy of that distribution (logits / T)\n"
+               "for t = k .. len-1.",
     .flags = k_lp_flags,
     .n_flags = QN_FLAGS_COUNT(k_lp_flags),
     .cfg_size = sizeof(lp_cfg)};
@@ -55,10 +56,10 @@ static const qn_flag k_grad_flags[] = {
 static const qn_flag_table k_grad_table = {
     .command = "grad",
     .usage = "quench grad --model DIR --input IN.jsonl --output GRADS.safetensors",
-    .summary = "IN lines as for `quench logprobs` plus \"dlogp\":[...] and \"dentropy\":[...] "
-               "(one value per response position). Writes the gradient of sum(dlogp*logp + "
-               "dentropy*entropy) for every trainable parameter, fp32, under its HF name "
-               "(e_score_correction_bias is not trained).",
+    .summary = "IN lines as for `quench logprobs` plus \"dlogp\":[...] and \"dentropy\":[...]\n"
+               "(one value per response position). Writes the gradient of\n"
+               "sum(dlogp*logp + dentropy*entropy) for every trainable parameter, fp32, under\n"
+               "its HF name (e_score_correction_bias is not trained).",
     .flags = k_grad_flags,
     .n_flags = QN_FLAGS_COUNT(k_grad_flags),
     .cfg_size = sizeof(lp_cfg)};

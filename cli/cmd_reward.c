@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
@@ -93,14 +94,17 @@ static const qn_flag k_reward_flags[] = {
 static const qn_flag_table k_reward_table = {
     .command = "reward",
     .usage = "quench reward (--rm-type NAME | --custom-rm-path SO) --input samples.jsonl [flags]",
-    .summary = "Scores a JSONL file of samples offline and writes one JSON result per line:\n"
-               "{\"reward\": x, \"status\": \"ok\"} or {\"reward\": null, \"status\": \"<reason>\"}.\n"
-               "A summary with failure counts and throughput goes to stderr.",
+    .summary =
+        "Scores a JSONL file of samples offline and writes one JSON result per line:\n"
+        "{\"reward\": x, \"status\": \"ok\"} or {\"reward\": null, \"status\": \"<reason>\"}.\n"
+        "A summary with failure counts and throughput goes to stderr.",
     .flags = k_reward_flags,
     .n_flags = QN_FLAGS_COUNT(k_reward_flags),
     .cfg_size = sizeof(reward_cfg)};
 
-void qn_help_reward(FILE *out) { qn_flags_print_help(&k_reward_table, out); }
+void qn_help_reward(FILE *out) {
+    qn_flags_print_help(&k_reward_table, out);
+}
 
 typedef struct owned_sample {
     char *prompt, *response, *label, *meta, *finish;
@@ -115,8 +119,10 @@ static char *json_text(const cJSON *it) {
     if (cJSON_IsNumber(it)) {
         char buf[64];
         double v = it->valuedouble;
-        if (isfinite(v) && v == floor(v) && fabs(v) < 1e15) snprintf(buf, sizeof buf, "%.0f", v);
-        else snprintf(buf, sizeof buf, "%.17g", v);
+        if (isfinite(v) && v == floor(v) && fabs(v) < 1e15)
+            snprintf(buf, sizeof buf, "%.0f", v);
+        else
+            snprintf(buf, sizeof buf, "%.17g", v);
         return strdup(buf);
     }
     return cJSON_PrintUnformatted(it);
@@ -158,9 +164,10 @@ static void parse_line(const char *line, owned_sample *o) {
             snprintf(why, sizeof why, "\"finish_reason\" must be a string");
         } else if (!read_ids(cJSON_GetObjectItemCaseSensitive(j, "prompt_ids"), &o->prompt_ids,
                              &o->n_prompt_ids) ||
-                   !read_ids(cJSON_GetObjectItemCaseSensitive(j, "response_ids"),
-                             &o->response_ids, &o->n_response_ids)) {
-            snprintf(why, sizeof why, "\"prompt_ids\"/\"response_ids\" must be arrays of token ids");
+                   !read_ids(cJSON_GetObjectItemCaseSensitive(j, "response_ids"), &o->response_ids,
+                             &o->n_response_ids)) {
+            snprintf(why, sizeof why,
+                     "\"prompt_ids\"/\"response_ids\" must be arrays of token ids");
         } else {
             o->prompt = json_text(cJSON_GetObjectItemCaseSensitive(j, "prompt"));
             o->response = strdup(resp->valuestring);
@@ -191,8 +198,10 @@ static void write_result(FILE *out, const qn_reward_score *s, bool dropped, cons
         cJSON_AddStringToObject(o, "status", "bad_input");
         cJSON_AddStringToObject(o, "message", bad);
     } else {
-        if (isfinite(s->value)) cJSON_AddNumberToObject(o, "reward", s->value);
-        else cJSON_AddNullToObject(o, "reward");
+        if (isfinite(s->value))
+            cJSON_AddNumberToObject(o, "reward", s->value);
+        else
+            cJSON_AddNullToObject(o, "reward");
         cJSON_AddStringToObject(o, "status", qn_reward_status_str(s->status));
         if (s->status != QN_REWARD_OK) cJSON_AddStringToObject(o, "message", s->message);
         if (s->n_named > 0) {
@@ -200,8 +209,10 @@ static void write_result(FILE *out, const qn_reward_score *s, bool dropped, cons
             for (uint32_t i = 0; i < s->n_named && i < QN_REWARD_MAX_NAMED; i++) {
                 char name[QN_REWARD_NAME_CAP];
                 snprintf(name, sizeof name, "%s", s->names[i]);
-                if (isfinite(s->named[i])) cJSON_AddNumberToObject(named, name, s->named[i]);
-                else cJSON_AddNullToObject(named, name);
+                if (isfinite(s->named[i]))
+                    cJSON_AddNumberToObject(named, name, s->named[i]);
+                else
+                    cJSON_AddNullToObject(named, name);
             }
         }
         if (dropped) cJSON_AddTrueToObject(o, "group_dropped");
@@ -210,6 +221,13 @@ static void write_result(FILE *out, const qn_reward_score *s, bool dropped, cons
     fprintf(out, "%s\n", text ? text : "{\"reward\": null, \"status\": \"error\"}");
     free(text);
     cJSON_Delete(o);
+}
+
+static double cpu_seconds(int who) {
+    struct rusage ru;
+    if (getrusage(who, &ru) != 0) return 0.0;
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
 }
 
 static double now_s(void) {
@@ -337,13 +355,19 @@ int qn_cmd_reward(int argc, char **argv) {
         for (size_t i = start; i < start + gs && i < n; i++) {
             if (owned[i].bad) continue;
             owned_sample *o = &owned[i];
-            samples[n_good++] = (qn_reward_sample){
-                .prompt = o->prompt, .prompt_len = strlen(o->prompt),
-                .prompt_ids = o->prompt_ids, .n_prompt_ids = o->n_prompt_ids,
-                .response = o->response, .response_len = strlen(o->response),
-                .response_ids = o->response_ids, .n_response_ids = o->n_response_ids,
-                .label = o->label, .metadata_json = o->meta, .finish_reason = o->finish,
-                .group_index = (uint32_t)n_groups, .sample_index = cnt};
+            samples[n_good++] = (qn_reward_sample){.prompt = o->prompt,
+                                                   .prompt_len = strlen(o->prompt),
+                                                   .prompt_ids = o->prompt_ids,
+                                                   .n_prompt_ids = o->n_prompt_ids,
+                                                   .response = o->response,
+                                                   .response_len = strlen(o->response),
+                                                   .response_ids = o->response_ids,
+                                                   .n_response_ids = o->n_response_ids,
+                                                   .label = o->label,
+                                                   .metadata_json = o->meta,
+                                                   .finish_reason = o->finish,
+                                                   .group_index = (uint32_t)n_groups,
+                                                   .sample_index = cnt};
             cnt++;
         }
         if (cnt) gsizes[n_groups++] = cnt;
@@ -372,8 +396,12 @@ int qn_cmd_reward(int argc, char **argv) {
     qn_status policy = QN_OK;
     double t0 = now_s();
     for (int64_t r = 0; r < cfg.repeat; r++) {
-        qn_reward_batch b = {.samples = samples, .n_samples = n_good, .group_sizes = gsizes,
-                             .n_groups = n_groups, .scores = scores, .group_kept = kept};
+        qn_reward_batch b = {.samples = samples,
+                             .n_samples = n_good,
+                             .group_sizes = gsizes,
+                             .n_groups = n_groups,
+                             .scores = scores,
+                             .group_kept = kept};
         qn_status s = qn_reward_score_batch(rw, &b);
         if (s != QN_OK) {
             fprintf(stderr, "quench reward: %s\n", qn_last_error());
@@ -415,18 +443,30 @@ int qn_cmd_reward(int argc, char **argv) {
             n_bad, (unsigned long long)st.by_status[QN_REWARD_OK], (unsigned long long)failed);
     for (int s = 1; s < QN_REWARD_STATUS_COUNT; s++)
         if (st.by_status[s])
-            fprintf(stderr, " %s=%llu", qn_reward_status_str(s), (unsigned long long)st.by_status[s]);
+            fprintf(stderr, " %s=%llu", qn_reward_status_str(s),
+                    (unsigned long long)st.by_status[s]);
     fprintf(stderr, "; groups dropped %llu/%llu; workers restarted %llu, recycled %llu\n",
             (unsigned long long)st.groups_dropped, (unsigned long long)st.groups,
             (unsigned long long)st.worker_restarts, (unsigned long long)st.worker_recycles);
+    /* workers are reaped by qn_reward_free, so their CPU time is known after it */
+    qn_reward_free(rw);
+    rw = NULL;
+    double cpu_self = cpu_seconds(RUSAGE_SELF), cpu_workers = cpu_seconds(RUSAGE_CHILDREN);
     double scored = (double)n_good * (double)cfg.repeat;
-    fprintf(stderr, "quench reward: scored %.0f samples in %.3f s: %.1f samples/s, %.2f us/sample\n",
+    fprintf(stderr,
+            "quench reward: scored %.0f samples in %.3f s: %.1f samples/s, %.2f us/sample\n",
             scored, dt, dt > 0 ? scored / dt : 0.0, scored > 0 ? dt / scored * 1e6 : 0.0);
+    fprintf(stderr,
+            "quench reward: cpu %.3f s (this process %.3f s incl. reading input, workers "
+            "%.3f s): %.2f cpu-us/sample\n",
+            cpu_self + cpu_workers, cpu_self, cpu_workers,
+            scored > 0 ? (cpu_self + cpu_workers) / scored * 1e6 : 0.0);
     rc = (policy == QN_OK && n_bad == 0) ? QN_EXIT_OK : QN_EXIT_FAILURE;
 done:
     if (out && out != stdout) fclose(out);
     qn_reward_free(rw);
-    for (size_t i = 0; owned && i < n; i++) owned_free(&owned[i]);
+    for (size_t i = 0; owned && i < n; i++)
+        owned_free(&owned[i]);
     free(owned);
     free(samples);
     free(scores);

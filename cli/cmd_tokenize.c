@@ -220,7 +220,7 @@ static int run(const tokenize_cfg *c) {
         text = prompt;
         text_len = pl;
     }
-    qn_encode_opts eo = {.parse_special = true, .add_special = c->add_special};
+    qn_encode_opts eo = {.split_special = false, .add_special = c->add_special};
     if (c->bench > 0) {
         /* CPU time beside wall time: on a shared machine the wall figure
          * includes waiting for a core */

@@ -34,11 +34,15 @@ float *qn_arena_floats(qn_arena *a, size_t n);
 int32_t *qn_arena_ints(qn_arena *a, size_t n);
 
 /* mark/reset: everything allocated after the mark is released at once. */
-static inline size_t qn_arena_mark(const qn_arena *a) { return a->used; }
+static inline size_t qn_arena_mark(const qn_arena *a) {
+    return a->used;
+}
 void qn_arena_reset(qn_arena *a, size_t mark);
 
 /* Bytes needed to hand out blocks of these sizes in order (alignment
  * included), so callers can size an arena with the same arithmetic. */
-static inline size_t qn_arena_round(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
+static inline size_t qn_arena_round(size_t bytes) {
+    return (bytes + 63) & ~(size_t)63;
+}
 
 #endif /* QN_CORE_ARENA_H */

@@ -15,19 +15,27 @@ static const struct {
     size_t size;
     int is_float;
 } k_dtypes[QN_DTYPE_COUNT] = {
-    [QN_DTYPE_F64] = {"F64", 8, 1},     [QN_DTYPE_F32] = {"F32", 4, 1},
-    [QN_DTYPE_F16] = {"F16", 2, 1},     [QN_DTYPE_BF16] = {"BF16", 2, 1},
+    [QN_DTYPE_F64] = {"F64", 8, 1},         [QN_DTYPE_F32] = {"F32", 4, 1},
+    [QN_DTYPE_F16] = {"F16", 2, 1},         [QN_DTYPE_BF16] = {"BF16", 2, 1},
     [QN_DTYPE_F8_E4M3] = {"F8_E4M3", 1, 1}, [QN_DTYPE_I64] = {"I64", 8, 0},
-    [QN_DTYPE_I32] = {"I32", 4, 0},     [QN_DTYPE_U8] = {"U8", 1, 0},
+    [QN_DTYPE_I32] = {"I32", 4, 0},         [QN_DTYPE_U8] = {"U8", 1, 0},
 };
 
-static int dtype_valid(qn_dtype t) { return (unsigned)t < QN_DTYPE_COUNT; }
+static int dtype_valid(qn_dtype t) {
+    return (unsigned)t < QN_DTYPE_COUNT;
+}
 
-size_t qn_dtype_size(qn_dtype t) { return dtype_valid(t) ? k_dtypes[t].size : 0; }
+size_t qn_dtype_size(qn_dtype t) {
+    return dtype_valid(t) ? k_dtypes[t].size : 0;
+}
 
-const char *qn_dtype_name(qn_dtype t) { return dtype_valid(t) ? k_dtypes[t].name : "?"; }
+const char *qn_dtype_name(qn_dtype t) {
+    return dtype_valid(t) ? k_dtypes[t].name : "?";
+}
 
-int qn_dtype_is_float(qn_dtype t) { return dtype_valid(t) && k_dtypes[t].is_float; }
+int qn_dtype_is_float(qn_dtype t) {
+    return dtype_valid(t) && k_dtypes[t].is_float;
+}
 
 qn_status qn_dtype_parse(const char *name, qn_dtype *out) {
     if (name) {
@@ -61,7 +69,7 @@ static float bits_f32(uint32_t u) {
 static uint32_t round_magnitude(uint32_t a, int mbits, int bias) {
     int exp_field = (int)(a >> 23);
     uint32_t m = a & 0x7FFFFFu;
-    int e;  /* unbiased exponent of the value m * 2^(e-23) */
+    int e; /* unbiased exponent of the value m * 2^(e-23) */
     if (exp_field == 0) {
         e = -126;
     } else {
@@ -97,7 +105,9 @@ uint16_t qn_f32_to_bf16(float x) {
     return (uint16_t)(u >> 16);
 }
 
-float qn_bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
+float qn_bf16_to_f32(uint16_t h) {
+    return bits_f32((uint32_t)h << 16);
+}
 
 uint16_t qn_f32_to_f16(float x) {
     uint32_t u = f32_bits(x);
@@ -173,7 +183,8 @@ qn_status qn_dtype_to_f32(qn_dtype src_type, const void *src, float *dst, size_t
         }
         return QN_OK;
     case QN_DTYPE_F8_E4M3:
-        for (size_t i = 0; i < n; i++) dst[i] = qn_fp8e4m3_to_f32(p[i]);
+        for (size_t i = 0; i < n; i++)
+            dst[i] = qn_fp8e4m3_to_f32(p[i]);
         return QN_OK;
     default:
         return qn_fail(QN_ERR_UNSUPPORTED, "cannot convert %s to F32: not a float type",
@@ -206,7 +217,8 @@ qn_status qn_dtype_from_f32(qn_dtype dst_type, const float *src, void *dst, size
         }
         return QN_OK;
     case QN_DTYPE_F8_E4M3:
-        for (size_t i = 0; i < n; i++) p[i] = qn_f32_to_fp8e4m3(src[i]);
+        for (size_t i = 0; i < n; i++)
+            p[i] = qn_f32_to_fp8e4m3(src[i]);
         return QN_OK;
     default:
         return qn_fail(QN_ERR_UNSUPPORTED, "cannot convert F32 to %s: not a float type",

@@ -685,7 +685,8 @@ qn_status qn_envelope_decode(const uint8_t *data, size_t len, size_t max_bytes,
                        peeked, QN_PROTOCOL_VERSION);
     decode_budget budget = {
         .used = 0,
-        .limit = len * QN_DECODE_MEMORY_FACTOR + ((size_t)64 << 10),
+        .limit = (len > (SIZE_MAX >> 5) ? SIZE_MAX >> 1 : len * QN_DECODE_MEMORY_FACTOR) +
+                 ((size_t)64 << 10), /* saturates for absurd per-call limits */
         .exceeded = false,
     };
     ProtobufCAllocator alloc = {.alloc = budget_alloc, .free = budget_free,

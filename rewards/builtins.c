@@ -75,17 +75,18 @@ static void trimmed(const char *s, size_t *a, size_t *e) {
     size_t n = strlen(s);
     *a = 0;
     *e = n;
-    while (*a < *e && isspace((unsigned char)s[*a])) (*a)++;
-    while (*e > *a && isspace((unsigned char)s[*e - 1])) (*e)--;
+    while (*a < *e && isspace((unsigned char)s[*a]))
+        (*a)++;
+    while (*e > *a && isspace((unsigned char)s[*e - 1]))
+        (*e)--;
 }
 
 static int exact_score(void *st, const qn_reward_sample *s, qn_reward_score *out) {
     size_t ra, re, la, le;
     trimmed(s->response, &ra, &re);
     trimmed(s->label, &la, &le);
-    out->value = (re - ra == le - la && memcmp(s->response + ra, s->label + la, re - ra) == 0)
-                     ? 1.0
-                     : 0.0;
+    out->value =
+        (re - ra == le - la && memcmp(s->response + ra, s->label + la, re - ra) == 0) ? 1.0 : 0.0;
     return QN_REWARD_OK;
 }
 
@@ -95,7 +96,8 @@ static size_t f1_tokens(const char *s, char *buf, size_t cap, const char **tok, 
     size_t k = 0, nt = 0;
     const char *p = s;
     while (*p && nt < max) {
-        while (*p && (isspace((unsigned char)*p) || ispunct((unsigned char)*p))) p++;
+        while (*p && (isspace((unsigned char)*p) || ispunct((unsigned char)*p)))
+            p++;
         if (!*p) break;
         const char *start = buf + k;
         while (*p && !isspace((unsigned char)*p) && k + 1 < cap) {
@@ -154,19 +156,17 @@ static int f1_score(void *st, const qn_reward_sample *s, qn_reward_score *out) {
     return QN_REWARD_OK;
 }
 
-#define BUILTIN(id, fn)                                                                   \
-    static const qn_reward_api_v1 k_##id = {.abi_version = 1,                             \
-                                            .struct_size = sizeof(qn_reward_api_v1),      \
-                                            .name = #id,                                  \
-                                            .score = fn}
+#define BUILTIN(id, fn)                                                                            \
+    static const qn_reward_api_v1 k_##id = {                                                       \
+        .abi_version = 1, .struct_size = sizeof(qn_reward_api_v1), .name = #id, .score = fn}
 BUILTIN(math, math_score);
 BUILTIN(deepscaler, deepscaler_score);
 BUILTIN(dapo, dapo_score);
 BUILTIN(exact, exact_score);
 BUILTIN(f1, f1_score);
 
-const char *const qn_reward_builtin_names[] = {"math", "deepscaler", "dapo", "exact", "f1",
-                                               "remote_rm", NULL};
+const char *const qn_reward_builtin_names[] = {"math", "deepscaler", "dapo", "exact",
+                                               "f1",   "remote_rm",  NULL};
 
 const qn_reward_api_v1 *qn_reward_builtin(const char *name) {
     static const qn_reward_api_v1 *const tables[] = {&k_math, &k_deepscaler, &k_dapo, &k_exact,

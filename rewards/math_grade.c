@@ -59,8 +59,10 @@ static void sb_replace(sbuf *b, const char *from, const char *to) {
 
 static void sb_trim(sbuf *b) {
     size_t a = 0, e = b->n;
-    while (a < e && isspace((unsigned char)b->s[a])) a++;
-    while (e > a && isspace((unsigned char)b->s[e - 1])) e--;
+    while (a < e && isspace((unsigned char)b->s[a]))
+        a++;
+    while (e > a && isspace((unsigned char)b->s[e - 1]))
+        e--;
     memmove(b->s, b->s + a, e - a);
     b->n = e - a;
     b->s[b->n] = '\0';
@@ -71,8 +73,10 @@ static void sb_trim(sbuf *b) {
 static size_t brace_end(const char *s, size_t n, size_t i) {
     int depth = 0;
     for (size_t j = i; j < n; j++) {
-        if (s[j] == '{') depth++;
-        else if (s[j] == '}' && --depth == 0) return j + 1;
+        if (s[j] == '{')
+            depth++;
+        else if (s[j] == '}' && --depth == 0)
+            return j + 1;
     }
     return 0;
 }
@@ -90,7 +94,8 @@ static bool extract_boxed(const char *r, char *out, size_t cap) {
     const char *p = best + (strncmp(best, "\\boxed", 6) == 0 ? 6 : 5);
     size_t n = strlen(p);
     size_t i = 0;
-    while (i < n && p[i] == ' ') i++;
+    while (i < n && p[i] == ' ')
+        i++;
     size_t a, e;
     if (i < n && p[i] == '{') {
         size_t end = brace_end(p, n, i);
@@ -100,7 +105,8 @@ static bool extract_boxed(const char *r, char *out, size_t cap) {
     } else if (i > 0) { /* "\boxed 5" */
         a = i;
         e = i;
-        while (e < n && p[e] != '$' && !isspace((unsigned char)p[e])) e++;
+        while (e < n && p[e] != '$' && !isspace((unsigned char)p[e]))
+            e++;
     } else {
         return false;
     }
@@ -119,14 +125,12 @@ static bool extract_last_number(const char *r, char *out, size_t cap) {
                       (r[i] == '.' && i + 1 < n && isdigit((unsigned char)r[i + 1]));
         if (!starts) continue;
         size_t a = i, e = i;
-        while (e < n && (isdigit((unsigned char)r[e]) ||
-                         ((r[e] == ',' || r[e] == '.') && e + 1 < n &&
-                          isdigit((unsigned char)r[e + 1]))))
+        while (e < n &&
+               (isdigit((unsigned char)r[e]) ||
+                ((r[e] == ',' || r[e] == '.') && e + 1 < n && isdigit((unsigned char)r[e + 1]))))
             e++;
         /* a minus sign belongs to the number unless it is a binary minus */
-        if (a > 0 && r[a - 1] == '-' &&
-            (a < 2 || !isalnum((unsigned char)r[a - 2])))
-            a--;
+        if (a > 0 && r[a - 1] == '-' && (a < 2 || !isalnum((unsigned char)r[a - 2]))) a--;
         best_a = a;
         best_e = e;
         found = true;
@@ -148,8 +152,8 @@ bool qn_math_extract_answer(const char *response, char *out, size_t cap) {
 /* ---- normalisation ---- */
 
 static bool is_text_cmd(const char *p, size_t *cmd_len) {
-    static const char *cmds[] = {"\\text{", "\\textbf{", "\\textrm{", "\\mbox{", "\\mathrm{",
-                                 "\\mathbf{", "\\textit{"};
+    static const char *cmds[] = {"\\text{",   "\\textbf{", "\\textrm{", "\\mbox{",
+                                 "\\mathrm{", "\\mathbf{", "\\textit{"};
     for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++) {
         size_t l = strlen(cmds[k]);
         if (strncmp(p, cmds[k], l) == 0) {
@@ -171,7 +175,8 @@ static void strip_text_groups(const sbuf *in, sbuf *out, bool keep_content) {
             size_t end = brace_end(in->s, in->n, i + cl);
             if (end) {
                 if (keep_content) {
-                    for (size_t j = i + cl + 1; j + 1 < end; j++) o[k++] = in->s[j];
+                    for (size_t j = i + cl + 1; j + 1 < end; j++)
+                        o[k++] = in->s[j];
                 } else if (end < in->n && in->s[end] == '^') {
                     if (end + 1 < in->n && in->s[end + 1] == '{') {
                         size_t e2 = brace_end(in->s, in->n, end + 1);
@@ -207,7 +212,8 @@ static void strip_thousands(sbuf *b) {
             (i + 4 >= b->n || !isdigit((unsigned char)b->s[i + 4]))) {
             /* the digit run before the comma must be 1-3 long */
             size_t j = i;
-            while (j > 0 && isdigit((unsigned char)b->s[j - 1])) j--;
+            while (j > 0 && isdigit((unsigned char)b->s[j - 1]))
+                j--;
             bool lead_ok = i - j <= 3 && (j == 0 || b->s[j - 1] != '.');
             if (lead_ok) continue;
         }
@@ -225,7 +231,8 @@ static void strip_spaces(sbuf *b) {
         char c = b->s[i];
         if (isspace((unsigned char)c)) {
             size_t j = k;
-            while (j > 0 && isalpha((unsigned char)o[j - 1])) j--;
+            while (j > 0 && isalpha((unsigned char)o[j - 1]))
+                j--;
             bool after_cmd = j < k && j > 0 && o[j - 1] == '\\';
             bool before_letter = i + 1 < b->n && isalpha((unsigned char)b->s[i + 1]);
             if (after_cmd && before_letter && (k == 0 || o[k - 1] != ' ')) o[k++] = ' ';
@@ -259,10 +266,12 @@ static void strip_subscript_braces(sbuf *b) {
     for (size_t i = 0; i < b->n; i++) {
         if (b->s[i] == '_' && i + 1 < b->n && b->s[i + 1] == '{') {
             size_t j = i + 2;
-            while (j < b->n && isalnum((unsigned char)b->s[j])) j++;
+            while (j < b->n && isalnum((unsigned char)b->s[j]))
+                j++;
             if (j < b->n && b->s[j] == '}' && j > i + 2) {
                 o[k++] = '_';
-                for (size_t t = i + 2; t < j; t++) o[k++] = b->s[t];
+                for (size_t t = i + 2; t < j; t++)
+                    o[k++] = b->s[t];
                 i = j;
                 continue;
             }
@@ -275,10 +284,12 @@ static void strip_subscript_braces(sbuf *b) {
 static void normalize(const char *in, sbuf *b) {
     sb_set(b, in, strlen(in));
     sb_trim(b);
-    static const char *drop[] = {"\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "\\displaystyle",
-                                 "^{\\circ}", "^\\circ", "\\circ", "\\degree", "°", "\\%", "%",
-                                 "\\$", "$"};
-    for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++) sb_replace(b, drop[i], "");
+    static const char *drop[] = {
+        "\\left",    "\\right", "\\!",    "\\,",      "\\;", "\\:", "\\displaystyle",
+        "^{\\circ}", "^\\circ", "\\circ", "\\degree", "°",   "\\%", "%",
+        "\\$",       "$"};
+    for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++)
+        sb_replace(b, drop[i], "");
     sb_replace(b, "\\dfrac", "\\frac");
     sb_replace(b, "\\tfrac", "\\frac");
     strip_escaped_spaces(b);
@@ -305,7 +316,8 @@ static void normalize(const char *in, sbuf *b) {
     strip_spaces(b);
     strip_subscript_braces(b);
     strip_thousands(b);
-    while (b->n > 0 && (b->s[b->n - 1] == '.' || b->s[b->n - 1] == ' ')) b->s[--b->n] = '\0';
+    while (b->n > 0 && (b->s[b->n - 1] == '.' || b->s[b->n - 1] == ' '))
+        b->s[--b->n] = '\0';
     /* "x=5", "x\in[-2,7]": drop a single-letter variable and its relation */
     if (b->n > 2 && isalpha((unsigned char)b->s[0]) && b->s[1] == '=') {
         memmove(b->s, b->s + 2, b->n - 1);
@@ -328,7 +340,8 @@ typedef struct parser {
 static double p_expr(parser *p);
 
 static void p_skip(parser *p) {
-    while (p->i < p->n && p->s[p->i] == ' ') p->i++;
+    while (p->i < p->n && p->s[p->i] == ' ')
+        p->i++;
 }
 
 static bool p_lit(parser *p, const char *lit) {
@@ -371,8 +384,10 @@ static double p_arg(parser *p) {
         p->i++;
         double v = p_expr(p);
         p_skip(p);
-        if (p->i < p->n && p->s[p->i] == '}') p->i++;
-        else p->ok = false;
+        if (p->i < p->n && p->s[p->i] == '}')
+            p->i++;
+        else
+            p->ok = false;
         return v;
     }
     if (p->i < p->n && isdigit((unsigned char)p->s[p->i])) return p->s[p->i++] - '0';
@@ -403,8 +418,10 @@ static double p_primary(parser *p, bool *is_int) {
         p->i++;
         double v = p_expr(p);
         p_skip(p);
-        if (p->i < p->n && p->s[p->i] == close) p->i++;
-        else p->ok = false;
+        if (p->i < p->n && p->s[p->i] == close)
+            p->i++;
+        else
+            p->ok = false;
         return v;
     }
     if (isdigit((unsigned char)c) || c == '.') return p_number(p, is_int);
@@ -418,8 +435,10 @@ static double p_primary(parser *p, bool *is_int) {
         if (p->i < p->n && p->s[p->i] == '[') {
             p->i++;
             idx = p_expr(p);
-            if (p->i < p->n && p->s[p->i] == ']') p->i++;
-            else p->ok = false;
+            if (p->i < p->n && p->s[p->i] == ']')
+                p->i++;
+            else
+                p->ok = false;
         }
         double v = p_arg(p);
         return idx == 2 ? sqrt(v) : pow(v, 1.0 / idx);
@@ -528,8 +547,10 @@ static size_t split_top(const char *s, size_t a, size_t e, const char *sep, span
     int depth = 0;
     for (size_t i = a; i < e; i++) {
         char c = s[i];
-        if (c == '(' || c == '[' || c == '{') depth++;
-        else if (c == ')' || c == ']' || c == '}') depth--;
+        if (c == '(' || c == '[' || c == '{')
+            depth++;
+        else if (c == ')' || c == ']' || c == '}')
+            depth--;
         else if (depth == 0 && i + sl <= e && strncmp(s + i, sep, sl) == 0) {
             if (np < max) parts[np++] = (span){start, i};
             start = i + sl;
@@ -545,7 +566,8 @@ static bool wrapped(const char *s, size_t n) {
     if (n < 2 || (s[0] != '(' && s[0] != '[') || (s[n - 1] != ')' && s[n - 1] != ']')) return false;
     int depth = 0;
     for (size_t i = 0; i < n; i++) {
-        if (s[i] == '(' || s[i] == '[' || s[i] == '{') depth++;
+        if (s[i] == '(' || s[i] == '[' || s[i] == '{')
+            depth++;
         else if (s[i] == ')' || s[i] == ']' || s[i] == '}') {
             if (--depth == 0 && i != n - 1) return false;
         }
@@ -594,7 +616,8 @@ static bool matrix_parts(const char *s, size_t n, span *parts, size_t *np) {
     for (size_t r = 0; r < nr; r++) {
         span cells[MAX_PARTS];
         size_t nc = split_top(s, rows[r].a, rows[r].e, "&", cells, MAX_PARTS);
-        for (size_t c = 0; c < nc && *np < MAX_PARTS; c++) parts[(*np)++] = cells[c];
+        for (size_t c = 0; c < nc && *np < MAX_PARTS; c++)
+            parts[(*np)++] = cells[c];
     }
     return true;
 }

@@ -24,11 +24,11 @@ enum { MAX_BODY = 1 << 20 };
 
 typedef struct slot {
     CURL *easy;
-    long job;        /* index into jobs, -1 when idle */
+    long job; /* index into jobs, -1 when idle */
     char *resp;
     size_t resp_len;
     bool overflow;
-    char *body;      /* request body of the current job */
+    char *body; /* request body of the current job */
 } slot;
 
 typedef struct job {
@@ -50,7 +50,9 @@ struct qn_remote_rm {
 
 static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
 static CURLcode g_curl_init_rc;
-static void curl_init_once(void) { g_curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
+static void curl_init_once(void) {
+    g_curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
 
 static double now_s(void) {
     struct timespec ts;
@@ -83,9 +85,12 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *user) {
 
 qn_status qn_remote_rm_init(qn_remote_rm **out, const qn_remote_rm_config *cfg) {
     *out = NULL;
-    if (!cfg->url || (strncmp(cfg->url, "http://", 7) != 0 && strncmp(cfg->url, "https://", 8) != 0))
-        return qn_fail(QN_ERR_INVALID, "remote_rm: --rm-url must be an http:// or https:// URL, "
-                                       "got '%s'", cfg->url ? cfg->url : "(none)");
+    if (!cfg->url ||
+        (strncmp(cfg->url, "http://", 7) != 0 && strncmp(cfg->url, "https://", 8) != 0))
+        return qn_fail(QN_ERR_INVALID,
+                       "remote_rm: --rm-url must be an http:// or https:// URL, "
+                       "got '%s'",
+                       cfg->url ? cfg->url : "(none)");
     if (!(cfg->timeout_s > 0) || cfg->concurrency < 1 || cfg->retries < 0 || !(cfg->backoff_s >= 0))
         return qn_fail(QN_ERR_INVALID, "remote_rm: timeout must be > 0, concurrency >= 1, "
                                        "retries >= 0, backoff >= 0");
@@ -161,8 +166,10 @@ static char *make_body(const qn_reward_sample *s) {
     cJSON_AddStringToObject(o, "response", s->response ? s->response : "");
     cJSON_AddStringToObject(o, "label", s->label ? s->label : "");
     cJSON *meta = s->metadata_json ? cJSON_Parse(s->metadata_json) : NULL;
-    if (meta && cJSON_IsObject(meta)) cJSON_AddItemToObject(o, "metadata", meta);
-    else cJSON_Delete(meta);
+    if (meta && cJSON_IsObject(meta))
+        cJSON_AddItemToObject(o, "metadata", meta);
+    else
+        cJSON_Delete(meta);
     char *text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return text;
@@ -219,7 +226,8 @@ qn_status qn_remote_rm_score(qn_remote_rm *rm, const qn_reward_sample *samples, 
         return qn_fail(QN_ERR_NOMEM, "remote_rm: out of memory");
     }
     size_t r_head = 0, r_count = 0, n_waiting = 0;
-    for (size_t j = 0; j < n; j++) ready[r_count++] = j;
+    for (size_t j = 0; j < n; j++)
+        ready[r_count++] = j;
     size_t remaining = n;
     int running = 0;
     qn_status st = QN_OK;
@@ -283,8 +291,8 @@ qn_status qn_remote_rm_score(qn_remote_rm *rm, const qn_reward_sample *samples, 
                     o->status = QN_REWARD_OK;
                 } else {
                     memset(o, 0, sizeof *o);
-                    set_fail(o, QN_REWARD_BAD_RESPONSE, "%s", "HTTP 200 without a usable JSON reward",
-                             jobs[j].attempts);
+                    set_fail(o, QN_REWARD_BAD_RESPONSE, "%s",
+                             "HTTP 200 without a usable JSON reward", jobs[j].attempts);
                 }
                 jobs[j].done = true;
                 remaining--;
@@ -340,7 +348,8 @@ done:
         for (size_t j = 0; j < n; j++) {
             if (!jobs[j].done) {
                 memset(&out[j], 0, sizeof out[j]);
-                set_fail(&out[j], QN_REWARD_NETWORK_ERROR, "%s", "client failure", jobs[j].attempts);
+                set_fail(&out[j], QN_REWARD_NETWORK_ERROR, "%s", "client failure",
+                         jobs[j].attempts);
             }
         }
     }

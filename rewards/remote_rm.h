@@ -25,10 +25,10 @@ typedef struct qn_remote_rm qn_remote_rm;
 
 typedef struct qn_remote_rm_config {
     const char *url;
-    double timeout_s;     /* per attempt */
-    int32_t concurrency;  /* requests in flight */
-    int32_t retries;      /* attempts after the first */
-    double backoff_s;     /* wait before retry k is backoff_s * 2^(k-1) * [0.5, 1.5) */
+    double timeout_s;       /* per attempt */
+    int32_t concurrency;    /* requests in flight */
+    int32_t retries;        /* attempts after the first */
+    double backoff_s;       /* wait before retry k is backoff_s * 2^(k-1) * [0.5, 1.5) */
     const char *reward_key; /* when set, "reward" may be absent from answers */
 } qn_remote_rm_config;
 

@@ -9,9 +9,15 @@
  * worker answers with fixed-size qn_reward_score records. The parent drives
  * all workers from one poll() loop with per-job deadlines; a worker that
  * dies (EOF), passes its deadline or its RSS limit is killed with SIGKILL,
- * reaped, its job marked crash/timeout/memory, and a fresh worker is forked.
+ * reaped, its job marked crash/timeout/memory, and a fresh worker is forked;
+ * one above 3/4 of the RSS limit after a job is replaced the same way
+ * (recycled) without failing anything.
  * Workers die with the parent (PR_SET_PDEATHSIG) and write their stdout to
  * stderr so a chatty plugin cannot corrupt `quench reward` output.
+ *
+ * Forking a threaded host is safe here because a worker only runs the
+ * reward, malloc (fork-safe in glibc) and socket I/O; a reward that needs
+ * threads starts them in init, which runs in the worker.
  *
  * Left out: CPU-time limits (the wall-clock timeout covers hangs), seccomp
  * sandboxing (isolation here is about faults, not hostile code).
@@ -41,9 +47,9 @@
 enum { MSG_MAGIC = 0x51524557u, /* "QREW" */ HELLO_CAP = 256 };
 
 typedef struct worker {
-    pid_t pid;     /* 0 when no process */
-    int fd;        /* parent's end of the socketpair */
-    long job;      /* job index, -1 when idle */
+    pid_t pid; /* 0 when no process */
+    int fd;    /* parent's end of the socketpair */
+    long job;  /* job index, -1 when idle */
     double deadline;
     unsigned char *rx; /* answer being received */
     size_t rx_len, rx_want;
@@ -59,8 +65,8 @@ struct qn_reward {
     char *rm_type, *custom_rm_path, *rm_config, *reward_key, *rm_url; /* owned copies */
     char name[96];
     void *dl;
-    qn_reward_api_v1 api;     /* the table, converted to the v1 layout */
-    void *inline_state;       /* init's state in inline mode */
+    qn_reward_api_v1 api; /* the table, converted to the v1 layout */
+    void *inline_state;   /* init's state in inline mode */
     bool inline_inited;
     qn_remote_rm *remote;
     worker *workers;
@@ -78,8 +84,8 @@ static double now_s(void) {
 
 const char *qn_reward_status_str(int32_t status) {
     switch (status) {
-#define QN_REWARD_STATUS_STR_(name, value, str) \
-    case name:                                  \
+#define QN_REWARD_STATUS_STR_(name, value, str)                                                    \
+    case name:                                                                                     \
         return str;
         QN_REWARD_STATUS_LIST(QN_REWARD_STATUS_STR_)
 #undef QN_REWARD_STATUS_STR_
@@ -89,19 +95,26 @@ const char *qn_reward_status_str(int32_t status) {
 }
 
 qn_status qn_reward_isolation_parse(const char *s, qn_reward_isolation *out) {
-    if (s && strcmp(s, "process") == 0) *out = QN_REWARD_ISOLATION_PROCESS;
-    else if (s && strcmp(s, "inline") == 0) *out = QN_REWARD_ISOLATION_INLINE;
-    else return qn_fail(QN_ERR_INVALID, "--reward-isolation expects process|inline, got '%s'",
-                        s ? s : "");
+    if (s && strcmp(s, "process") == 0)
+        *out = QN_REWARD_ISOLATION_PROCESS;
+    else if (s && strcmp(s, "inline") == 0)
+        *out = QN_REWARD_ISOLATION_INLINE;
+    else
+        return qn_fail(QN_ERR_INVALID, "--reward-isolation expects process|inline, got '%s'",
+                       s ? s : "");
     return QN_OK;
 }
 
 qn_status qn_reward_failure_parse(const char *s, qn_reward_failure *out) {
-    if (s && strcmp(s, "drop") == 0) *out = QN_REWARD_FAILURE_DROP;
-    else if (s && strcmp(s, "zero") == 0) *out = QN_REWARD_FAILURE_ZERO;
-    else if (s && strcmp(s, "fail") == 0) *out = QN_REWARD_FAILURE_FAIL;
-    else return qn_fail(QN_ERR_INVALID, "--reward-failure expects drop|zero|fail, got '%s'",
-                        s ? s : "");
+    if (s && strcmp(s, "drop") == 0)
+        *out = QN_REWARD_FAILURE_DROP;
+    else if (s && strcmp(s, "zero") == 0)
+        *out = QN_REWARD_FAILURE_ZERO;
+    else if (s && strcmp(s, "fail") == 0)
+        *out = QN_REWARD_FAILURE_FAIL;
+    else
+        return qn_fail(QN_ERR_INVALID, "--reward-failure expects drop|zero|fail, got '%s'",
+                       s ? s : "");
     return QN_OK;
 }
 
@@ -116,11 +129,17 @@ qn_reward_config qn_reward_config_default(void) {
                               .rm_backoff_s = 0.1};
 }
 
-const char *qn_reward_name(const qn_reward *rw) { return rw->name; }
+const char *qn_reward_name(const qn_reward *rw) {
+    return rw->name;
+}
 
-void qn_reward_get_stats(const qn_reward *rw, qn_reward_stats *out) { *out = rw->stats; }
+void qn_reward_get_stats(const qn_reward *rw, qn_reward_stats *out) {
+    *out = rw->stats;
+}
 
-static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+static char *dup_or_null(const char *s) {
+    return s ? strdup(s) : NULL;
+}
 
 static void score_fail(qn_reward_score *o, qn_reward_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -156,8 +175,7 @@ static qn_status accept_v1(qn_reward *rw, const qn_reward_api_v1 *t, const char 
     if (t->struct_size < sizeof(qn_reward_api_v1))
         return qn_fail(QN_ERR_VERSION, "%s: %s has struct_size %u, version 1 needs %zu", path,
                        symname, t->struct_size, sizeof(qn_reward_api_v1));
-    if (!t->score)
-        return qn_fail(QN_ERR_INVALID, "%s: %s has no score function", path, symname);
+    if (!t->score) return qn_fail(QN_ERR_INVALID, "%s: %s has no score function", path, symname);
     rw->api = *t;
     return QN_OK;
 }
@@ -181,12 +199,13 @@ static qn_status load_plugin(qn_reward *rw, const char *spec) {
     for (int v = QN_REWARD_ABI_VERSION + 1; v <= 64; v++) {
         snprintf(symname, sizeof symname, "%s_v%d", sym, v);
         if (dlsym(rw->dl, symname))
-            return qn_fail(QN_ERR_VERSION, "--custom-rm-path %s: exports %s, but this quench "
-                                           "knows reward ABI versions 1..%d only",
+            return qn_fail(QN_ERR_VERSION,
+                           "--custom-rm-path %s: exports %s, but this quench "
+                           "knows reward ABI versions 1..%d only",
                            path, symname, QN_REWARD_ABI_VERSION);
     }
-    return qn_fail(QN_ERR_NOT_FOUND, "--custom-rm-path %s: no symbol %s_v1..%s_v%d", path, sym,
-                   sym, QN_REWARD_ABI_VERSION);
+    return qn_fail(QN_ERR_NOT_FOUND, "--custom-rm-path %s: no symbol %s_v1..%s_v%d", path, sym, sym,
+                   QN_REWARD_ABI_VERSION);
 }
 
 /* ---- the worker side ---- */
@@ -229,7 +248,9 @@ typedef struct wire_sample {
     uint32_t group_index, sample_index;
 } wire_sample;
 
-static size_t pad8(size_t n) { return (n + 7) & ~(size_t)7; }
+static size_t pad8(size_t n) {
+    return (n + 7) & ~(size_t)7;
+}
 
 static size_t sample_wire_size(const qn_reward_sample *s) {
     return sizeof(wire_sample) + pad8(s->prompt_len + 1) + pad8(s->n_prompt_ids * 4) +
@@ -249,10 +270,14 @@ static unsigned char *put(unsigned char *p, const void *src, size_t n, bool nul)
 static void sample_put(unsigned char **pp, const qn_reward_sample *s) {
     const char *label = s->label ? s->label : "", *meta = s->metadata_json ? s->metadata_json : "";
     const char *fin = s->finish_reason ? s->finish_reason : "";
-    wire_sample w = {.prompt_len = s->prompt_len, .n_prompt_ids = s->n_prompt_ids,
-                     .response_len = s->response_len, .n_response_ids = s->n_response_ids,
-                     .label_len = strlen(label), .meta_len = strlen(meta),
-                     .finish_len = strlen(fin), .group_index = s->group_index,
+    wire_sample w = {.prompt_len = s->prompt_len,
+                     .n_prompt_ids = s->n_prompt_ids,
+                     .response_len = s->response_len,
+                     .n_response_ids = s->n_response_ids,
+                     .label_len = strlen(label),
+                     .meta_len = strlen(meta),
+                     .finish_len = strlen(fin),
+                     .group_index = s->group_index,
                      .sample_index = s->sample_index};
     unsigned char *p = *pp;
     memcpy(p, &w, sizeof w);
@@ -274,12 +299,12 @@ static bool sample_get(unsigned char **pp, const unsigned char *end, qn_reward_s
     if ((size_t)(end - p) < sizeof w) return false;
     memcpy(&w, p, sizeof w);
     p += sizeof w;
-#define TAKE_(field, bytes, nul)                                          \
-    do {                                                                  \
-        size_t sz_ = pad8((bytes) + ((nul) ? 1 : 0));                     \
-        if ((size_t)(end - p) < sz_) return false;                        \
-        field = (void *)p;                                                \
-        p += sz_;                                                         \
+#define TAKE_(field, bytes, nul)                                                                   \
+    do {                                                                                           \
+        size_t sz_ = pad8((bytes) + ((nul) ? 1 : 0));                                              \
+        if ((size_t)(end - p) < sz_) return false;                                                 \
+        field = (void *)p;                                                                         \
+        p += sz_;                                                                                  \
     } while (0)
     memset(s, 0, sizeof *s);
     TAKE_(s->prompt, w.prompt_len, 1);
@@ -303,16 +328,16 @@ static bool sample_get(unsigned char **pp, const unsigned char *end, qn_reward_s
 }
 
 /* Calls the table for one job; shared by inline mode and workers. */
-static void run_job(const qn_reward_api_v1 *api, void *state, const qn_reward_sample *s,
-                    size_t n, bool group, qn_reward_score *out) {
+static void run_job(const qn_reward_api_v1 *api, void *state, const qn_reward_sample *s, size_t n,
+                    bool group, qn_reward_score *out) {
     memset(out, 0, n * sizeof *out);
     if (group) {
         int rc = api->score_group(state, s, n, out);
         for (size_t i = 0; i < n; i++) {
             if (rc != QN_REWARD_OK && out[i].status == QN_REWARD_OK) {
                 out[i].status = QN_REWARD_ERROR;
-                if (!out[i].message[0]) snprintf(out[i].message, sizeof out[i].message,
-                                                 "score_group returned %d", rc);
+                if (!out[i].message[0])
+                    snprintf(out[i].message, sizeof out[i].message, "score_group returned %d", rc);
             }
         }
         return;
@@ -331,8 +356,8 @@ static void worker_main(const qn_reward *rw, int fd) {
     } hello = {0};
     void *state = NULL;
     if (rw->api.init) {
-        int rc = rw->api.init(rw->rm_config ? rw->rm_config : "", &state, hello.msg,
-                              sizeof hello.msg);
+        int rc =
+            rw->api.init(rw->rm_config ? rw->rm_config : "", &state, hello.msg, sizeof hello.msg);
         hello.msg[HELLO_CAP - 1] = '\0';
         if (rc != QN_REWARD_OK) hello.status = rc ? rc : 1;
     }
@@ -403,7 +428,8 @@ static void worker_reap(worker *w, char *why, size_t cap) {
     while ((r = waitpid(w->pid, &st, 0)) < 0 && errno == EINTR) {
     }
     if (r == w->pid && WIFSIGNALED(st))
-        snprintf(why, cap, "worker killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
+        snprintf(why, cap, "worker killed by signal %d (%s)", WTERMSIG(st),
+                 strsignal(WTERMSIG(st)));
     else if (r == w->pid && WIFEXITED(st))
         snprintf(why, cap, "worker exited with status %d", WEXITSTATUS(st));
     else
@@ -437,7 +463,8 @@ static qn_status worker_spawn(qn_reward *rw, int32_t idx) {
         /* the host's handlers (a test framework's SIGSEGV catcher, a
          * service's shutdown hooks) must not run in a worker: a crash has to
          * kill it so the parent sees the signal */
-        for (int sig = 1; sig < NSIG; sig++) signal(sig, SIG_DFL);
+        for (int sig = 1; sig < NSIG; sig++)
+            signal(sig, SIG_DFL);
         sigset_t all;
         sigemptyset(&all);
         sigprocmask(SIG_SETMASK, &all, NULL);
@@ -534,9 +561,12 @@ qn_status qn_reward_init(qn_reward **out, const qn_reward_config *cfg) {
     rw->cfg.rm_url = rw->rm_url;
     qn_status s = QN_OK;
     if (rw->rm_type && strcmp(rw->rm_type, "remote_rm") == 0) {
-        qn_remote_rm_config rc = {.url = rw->rm_url, .timeout_s = cfg->timeout_s,
-                                  .concurrency = cfg->rm_concurrency, .retries = cfg->rm_retries,
-                                  .backoff_s = cfg->rm_backoff_s, .reward_key = rw->reward_key};
+        qn_remote_rm_config rc = {.url = rw->rm_url,
+                                  .timeout_s = cfg->timeout_s,
+                                  .concurrency = cfg->rm_concurrency,
+                                  .retries = cfg->rm_retries,
+                                  .backoff_s = cfg->rm_backoff_s,
+                                  .reward_key = rw->reward_key};
         QN_CHECK_GOTO(qn_remote_rm_init(&rw->remote, &rc), s, fail);
         snprintf(rw->name, sizeof rw->name, "remote_rm (%s)", rw->rm_url);
         *out = rw;
@@ -547,8 +577,8 @@ qn_status qn_reward_init(qn_reward **out, const qn_reward_config *cfg) {
         if (!t) {
             char names[160] = "";
             for (size_t i = 0; qn_reward_builtin_names[i]; i++)
-                snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",
-                         i ? "|" : "", qn_reward_builtin_names[i]);
+                snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? "|" : "",
+                         qn_reward_builtin_names[i]);
             s = qn_fail(QN_ERR_NOT_FOUND, "--rm-type expects %s, got '%s'", names, rw->rm_type);
             goto fail;
         }
@@ -581,7 +611,8 @@ qn_status qn_reward_init(qn_reward **out, const qn_reward_config *cfg) {
             rw->workers[i].fd = -1;
             rw->workers[i].job = -1;
         }
-        for (int32_t i = 0; i < rw->n_workers; i++) QN_CHECK_GOTO(worker_spawn(rw, i), s, fail);
+        for (int32_t i = 0; i < rw->n_workers; i++)
+            QN_CHECK_GOTO(worker_spawn(rw, i), s, fail);
     }
     *out = rw;
     return QN_OK;
@@ -608,14 +639,16 @@ void qn_reward_free(qn_reward *rw) {
 
 static qn_status send_job(qn_reward *rw, worker *w, const qn_reward_batch *b, const job *j) {
     size_t payload = 0;
-    for (size_t i = 0; i < j->count; i++) payload += sample_wire_size(&b->samples[j->first + i]);
+    for (size_t i = 0; i < j->count; i++)
+        payload += sample_wire_size(&b->samples[j->first + i]);
     unsigned char *buf = malloc(sizeof(req_header) + payload);
     if (!buf) return qn_fail(QN_ERR_NOMEM, "reward: out of memory");
-    req_header h = {.magic = MSG_MAGIC, .n = (uint32_t)j->count, .group = j->group,
-                    .payload = payload};
+    req_header h = {
+        .magic = MSG_MAGIC, .n = (uint32_t)j->count, .group = j->group, .payload = payload};
     memcpy(buf, &h, sizeof h);
     unsigned char *p = buf + sizeof h;
-    for (size_t i = 0; i < j->count; i++) sample_put(&p, &b->samples[j->first + i]);
+    for (size_t i = 0; i < j->count; i++)
+        sample_put(&p, &b->samples[j->first + i]);
     /* the worker is idle and reading, so a blocking send completes */
     int fl = fcntl(w->fd, F_GETFL);
     fcntl(w->fd, F_SETFL, fl & ~O_NONBLOCK);
@@ -632,7 +665,8 @@ static qn_status send_job(qn_reward *rw, worker *w, const qn_reward_batch *b, co
 }
 
 static void fail_job(qn_reward_score *scores, const job *j, qn_reward_status st, const char *why) {
-    for (size_t i = 0; i < j->count; i++) score_fail(&scores[j->first + i], st, "%s", why);
+    for (size_t i = 0; i < j->count; i++)
+        score_fail(&scores[j->first + i], st, "%s", why);
 }
 
 /* Replaces a worker after it was killed or died; false when that fails. */
@@ -690,9 +724,10 @@ static qn_status score_pool(qn_reward *rw, const qn_reward_batch *b, const job *
         if (np == 0) {
             if (!any_alive) {
                 for (size_t k = next; k < n_jobs; k++)
-                    fail_job(b->scores, &jobs[k], QN_REWARD_CRASH, "no reward worker could be started");
-                result = qn_fail(QN_ERR_INTERNAL, "reward %s: no worker could be started",
-                                 rw->name);
+                    fail_job(b->scores, &jobs[k], QN_REWARD_CRASH,
+                             "no reward worker could be started");
+                result =
+                    qn_fail(QN_ERR_INTERNAL, "reward %s: no worker could be started", rw->name);
                 break;
             }
             continue;
@@ -726,8 +761,8 @@ static qn_status score_pool(qn_reward *rw, const qn_reward_batch *b, const job *
                         int64_t rss = worker_rss_mb(w->pid);
                         if (rss > mem_limit * 3 / 4) {
                             QN_LOG_INFO("reward: worker %d RSS %lld MiB > 3/4 of %lld MiB; "
-                                        "recycling", (int)w->pid, (long long)rss,
-                                        (long long)mem_limit);
+                                        "recycling",
+                                        (int)w->pid, (long long)rss, (long long)mem_limit);
                             worker_kill(w);
                             rw->stats.worker_recycles++;
                             rw->stats.worker_restarts--; /* respawn counts it again */
@@ -825,8 +860,10 @@ qn_status qn_reward_score_batch(qn_reward *rw, qn_reward_batch *b) {
             total += b->group_sizes[g];
         }
         if (total != b->n_samples)
-            return qn_fail(QN_ERR_INVALID, "reward batch: group sizes sum to %zu, batch has %zu "
-                                           "samples", total, b->n_samples);
+            return qn_fail(QN_ERR_INVALID,
+                           "reward batch: group sizes sum to %zu, batch has %zu "
+                           "samples",
+                           total, b->n_samples);
     }
     if (b->n_samples == 0) return QN_OK;
     qn_status s = QN_OK;
@@ -843,8 +880,10 @@ qn_status qn_reward_score_batch(qn_reward *rw, qn_reward_batch *b) {
             jobs[k] = (job){.first = off, .count = cnt, .group = grouped};
             off += cnt;
         }
-        if (rw->workers) s = score_pool(rw, b, jobs, n_jobs);
-        else score_inline(rw, b, jobs, n_jobs);
+        if (rw->workers)
+            s = score_pool(rw, b, jobs, n_jobs);
+        else
+            score_inline(rw, b, jobs, n_jobs);
         free(jobs);
     }
     /* verdicts */
@@ -862,8 +901,9 @@ qn_status qn_reward_score_batch(qn_reward *rw, qn_reward_batch *b) {
             failed = true;
             if (rw->cfg.failure == QN_REWARD_FAILURE_ZERO) o->value = 0.0;
             if (rw->cfg.failure == QN_REWARD_FAILURE_FAIL && policy == QN_OK)
-                policy = qn_fail(QN_ERR_INTERNAL, "reward %s: sample %zu (group %zu) failed: %s: %s",
-                                 rw->name, i, g, qn_reward_status_str(o->status), o->message);
+                policy =
+                    qn_fail(QN_ERR_INTERNAL, "reward %s: sample %zu (group %zu) failed: %s: %s",
+                            rw->name, i, g, qn_reward_status_str(o->status), o->message);
         }
         rw->stats.groups++;
         bool kept = !(failed && rw->cfg.failure == QN_REWARD_FAILURE_DROP);

@@ -49,16 +49,16 @@ typedef struct qn_reward_config {
     const char *reward_key;     /* named score to use as reward; NULL = main value */
     qn_reward_isolation isolation;
     qn_reward_failure failure;
-    double timeout_s;           /* per sample; > 0 */
-    int32_t n_workers;          /* worker processes (process isolation); >= 1 */
-    int64_t worker_memory_mb;   /* a worker whose RSS passes this during a sample is
-                                 * killed (status memory); one above 3/4 of it after a
-                                 * sample is replaced (recycled); 0 = no limit */
+    double timeout_s;         /* per sample; > 0 */
+    int32_t n_workers;        /* worker processes (process isolation); >= 1 */
+    int64_t worker_memory_mb; /* a worker whose RSS passes this during a sample is
+                               * killed (status memory); one above 3/4 of it after a
+                               * sample is replaced (recycled); 0 = no limit */
     /* remote_rm */
     const char *rm_url;
-    int32_t rm_concurrency;     /* requests in flight at once; >= 1 */
-    int32_t rm_retries;         /* retries after the first attempt; >= 0 */
-    double rm_backoff_s;        /* first retry waits about this long; doubles, with jitter */
+    int32_t rm_concurrency; /* requests in flight at once; >= 1 */
+    int32_t rm_retries;     /* retries after the first attempt; >= 0 */
+    double rm_backoff_s;    /* first retry waits about this long; doubles, with jitter */
 } qn_reward_config;
 
 /* Sensible defaults: isolation process, failure drop, timeout 10 s,

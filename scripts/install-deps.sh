@@ -23,7 +23,7 @@ PACKAGES=(
   redis-server          # integration tests, and the launcher's Redis
   clang libclang-rt-14-dev  # libFuzzer targets, sanitizers
   curl                  # HTTP tests
-  python3-torch python3-numpy  # tests/ref/model_ref.py: PyTorch reference of the model core
+  python3-torch python3-numpy  # tests/ref/*.py: PyTorch references (model core, loss, AdamW)
 )
 
 missing=()

@@ -43,28 +43,49 @@ double qn_lr_at(const qn_adamw_cfg *c, int64_t t) {
     return c->min_lr + coeff * (c->lr - c->min_lr);
 }
 
+/* qsort has no context argument: the table reaches the comparator through a
+ * thread-local, so concurrent inits on different threads do not collide. */
+static _Thread_local const qn_param_info *g_sort_params;
+
+static int cmp_offset(const void *x, const void *y) {
+    int64_t a = g_sort_params[*(const size_t *)x].offset,
+            b = g_sort_params[*(const size_t *)y].offset;
+    return a < b ? -1 : a > b;
+}
+
 qn_status qn_adamw_init(qn_adamw *opt, const qn_adamw_cfg *cfg, const qn_param_info *params,
                         size_t n_params, int64_t n) {
     memset(opt, 0, sizeof *opt);
     QN_CHECK(qn_adamw_cfg_check(cfg));
     if (n < 0) return qn_fail(QN_ERR_INVALID, "adamw: buffer of %lld floats", (long long)n);
-    /* tensors inside the buffer and disjoint: check via a coverage bitmap-free
-     * sort-free O(n_params^2) scan (tables are a few thousand entries) */
+    /* tensors inside the buffer, then pairwise disjoint: sorted by offset,
+     * each must end before the next non-empty one starts */
+    size_t *ord = malloc((n_params ? n_params : 1) * sizeof *ord);
+    if (!ord) return qn_fail(QN_ERR_NOMEM, "adamw: table of %zu tensors", n_params);
+    size_t n_ord = 0;
     for (size_t i = 0; i < n_params; i++) {
         const qn_param_info *p = &params[i];
-        if (p->offset < 0 || p->size < 0 || p->offset > n || p->size > n - p->offset || p->ndim < 1)
+        if (p->offset < 0 || p->size < 0 || p->offset > n || p->size > n - p->offset ||
+            p->ndim < 1) {
+            free(ord);
             return qn_fail(QN_ERR_INVALID,
                            "adamw: tensor '%s': [%lld, +%lld) ndim %d does not fit a buffer of "
                            "%lld floats", p->name ? p->name : "?", (long long)p->offset,
                            (long long)p->size, (int)p->ndim, (long long)n);
-        for (size_t j = 0; j < i; j++) {
-            const qn_param_info *q = &params[j];
-            if (p->size && q->size && p->offset < q->offset + q->size &&
-                q->offset < p->offset + p->size)
-                return qn_fail(QN_ERR_INVALID, "adamw: tensors '%s' and '%s' overlap",
-                               p->name ? p->name : "?", q->name ? q->name : "?");
+        }
+        if (p->size > 0) ord[n_ord++] = i;
+    }
+    g_sort_params = params;
+    qsort(ord, n_ord, sizeof *ord, cmp_offset);
+    for (size_t k = 1; k < n_ord; k++) {
+        const qn_param_info *a = &params[ord[k - 1]], *b = &params[ord[k]];
+        if (a->offset + a->size > b->offset) {
+            free(ord);
+            return qn_fail(QN_ERR_INVALID, "adamw: tensors '%s' and '%s' overlap",
+                           a->name ? a->name : "?", b->name ? b->name : "?");
         }
     }
+    free(ord);
     opt->m = calloc(n ? (size_t)n : 1, sizeof(float));
     opt->v = calloc(n ? (size_t)n : 1, sizeof(float));
     if (!opt->m || !opt->v) {

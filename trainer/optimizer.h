@@ -5,7 +5,8 @@
  * The parameters are one float array; a table of tensors (name, offset, size,
  * ndim) says where each lies. Weight decay is applied to tensors with
  * ndim >= 2 only: 1-D tensors (norm weights, biases) are not decayed
- * (Megatron's default rule).
+ * (Megatron's default rule). Floats that no tensor covers are never updated
+ * (but count in the gradient norm).
  *
  * One step with gradient g (already summed over data-parallel ranks):
  *   norm  = ||g||_2 over the whole buffer (double accumulation)

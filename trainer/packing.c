@@ -259,7 +259,7 @@ qn_status qn_pack_plan_build(const qn_pack_cfg *cfg, const int64_t *len, int64_t
     plan->n_micro = calloc((size_t)steps, sizeof(int64_t));
     plan->mb_start = calloc((size_t)steps + 1, sizeof(int64_t));
     plan->sample_idx = malloc((size_t)n * sizeof(int64_t));
-    int64_t *scratch = malloc((size_t)gbs * 6 * sizeof(int64_t));
+    int64_t *scratch = malloc((size_t)(gbs * 5 + dp) * sizeof(int64_t)); /* rank_n: dp */
     plan_builder b = {.p = plan, .len = len};
     qn_status st = QN_OK;
     if (!plan->n_micro || !plan->mb_start || !plan->sample_idx || !scratch) {

@@ -134,7 +134,7 @@ class QnRedisStore : public gloo::rendezvous::Store {
         std::string k = prefix_ + key;
         const char *argv[] = {"SET", k.c_str(), data.data()};
         size_t lens[] = {3, k.size(), data.size()};
-        reply(redisCommandArgv(ctx_, 3, argv, lens), "SET");
+        freeReplyObject(reply(redisCommandArgv(ctx_, 3, argv, lens), "SET"));
     }
 
     std::vector<char> get(const std::string &key) override {

@@ -111,7 +111,7 @@ typedef struct qn_model_config {
     int64_t max_position_embeddings;
     double rms_norm_eps;
     qn_rope_config rope;
-    bool attention_bias; /* q/k/v projections have a bias (o_proj never does) */
+    bool attention_bias; /* q/k/v have a bias; so does o_proj for llama/qwen3/qwen3_moe, not glm4_moe */
     bool use_qk_norm;    /* per-head RMSNorm on q and k before RoPE */
     bool tie_word_embeddings;
 

@@ -96,7 +96,9 @@ static const char *json_uint_problem(const cJSON *j, uint64_t *out) {
     return NULL;
 }
 
-static int is_json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+static int is_json_space(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
 
 /* ---- reader ------------------------------------------------------------ */
 
@@ -114,12 +116,18 @@ struct qn_st_file {
     size_t n_meta;
 };
 
-const char *qn_st_path(const qn_st_file *f) { return f->path; }
-size_t qn_st_count(const qn_st_file *f) { return f->n; }
+const char *qn_st_path(const qn_st_file *f) {
+    return f->path;
+}
+size_t qn_st_count(const qn_st_file *f) {
+    return f->n;
+}
 const qn_st_tensor *qn_st_tensor_at(const qn_st_file *f, size_t i) {
     return i < f->n ? &f->tensors[i] : NULL;
 }
-size_t qn_st_metadata_count(const qn_st_file *f) { return f->n_meta; }
+size_t qn_st_metadata_count(const qn_st_file *f) {
+    return f->n_meta;
+}
 
 void qn_st_metadata_at(const qn_st_file *f, size_t i, const char **key, const char **value) {
     *key = i < f->n_meta ? f->meta_keys[i] : NULL;
@@ -132,15 +140,18 @@ const char *qn_st_metadata_get(const qn_st_file *f, const char *key) {
         size_t mid = lo + (hi - lo) / 2;
         int c = strcmp(f->meta_keys[mid], key);
         if (c == 0) return f->meta_vals[mid];
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return NULL;
 }
 
 uint64_t qn_st_numel(const qn_st_tensor *t) {
     uint64_t n = 1;
-    for (int32_t i = 0; i < t->ndim; i++) n *= (uint64_t)t->shape[i];
+    for (int32_t i = 0; i < t->ndim; i++)
+        n *= (uint64_t)t->shape[i];
     return n;
 }
 
@@ -150,8 +161,10 @@ const qn_st_tensor *qn_st_find(const qn_st_file *f, const char *name) {
         size_t mid = lo + (hi - lo) / 2;
         int c = strcmp(f->by_name[mid]->name, name);
         if (c == 0) return f->by_name[mid];
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return NULL;
 }
@@ -165,7 +178,8 @@ qn_status qn_st_get(const qn_st_file *f, const char *name, const qn_st_tensor **
 void qn_st_close(qn_st_file *f) {
     if (!f) return;
     if (f->map) munmap(f->map, f->map_len);
-    for (size_t i = 0; i < f->n; i++) free((char *)f->tensors[i].name);
+    for (size_t i = 0; i < f->n; i++)
+        free((char *)f->tensors[i].name);
     free(f->tensors);
     free(f->by_name);
     for (size_t i = 0; i < f->n_meta; i++) {
@@ -200,24 +214,25 @@ static qn_status parse_entry(const char *path, const cJSON *e, uint64_t data_siz
     const cJSON *dtype = NULL, *shape = NULL, *offs = NULL;
     for (const cJSON *c = e->child; c; c = c->next) {
         const cJSON **slot = NULL;
-        if (strcmp(c->string, "dtype") == 0) slot = &dtype;
-        else if (strcmp(c->string, "shape") == 0) slot = &shape;
-        else if (strcmp(c->string, "data_offsets") == 0) slot = &offs;
+        if (strcmp(c->string, "dtype") == 0)
+            slot = &dtype;
+        else if (strcmp(c->string, "shape") == 0)
+            slot = &shape;
+        else if (strcmp(c->string, "data_offsets") == 0)
+            slot = &offs;
         if (!slot) continue; /* unknown fields are ignored, as by other readers */
         if (*slot)
-            return qn_fail(QN_ERR_FORMAT, "%s: tensor '%s': field \"%s\" appears twice", path,
-                           nm, c->string);
+            return qn_fail(QN_ERR_FORMAT, "%s: tensor '%s': field \"%s\" appears twice", path, nm,
+                           c->string);
         *slot = c;
     }
     if (!cJSON_IsString(dtype))
-        return qn_fail(QN_ERR_FORMAT, "%s: tensor '%s': missing or non-string \"dtype\"", path,
-                       nm);
+        return qn_fail(QN_ERR_FORMAT, "%s: tensor '%s': missing or non-string \"dtype\"", path, nm);
     if (qn_dtype_parse(dtype->valuestring, &t->dtype) != QN_OK)
         return qn_fail(QN_ERR_FORMAT, "%s: tensor '%s': unknown dtype '%.40s'", path, nm,
                        dtype->valuestring);
     if (!cJSON_IsArray(shape))
-        return qn_fail(QN_ERR_FORMAT, "%s: tensor '%s': missing or non-array \"shape\"", path,
-                       nm);
+        return qn_fail(QN_ERR_FORMAT, "%s: tensor '%s': missing or non-array \"shape\"", path, nm);
     int ndim = cJSON_GetArraySize(shape);
     if (ndim > QN_ST_MAX_DIMS)
         return qn_fail(QN_ERR_FORMAT, "%s: tensor '%s': shape has %d dims, at most %d supported",
@@ -237,8 +252,8 @@ static qn_status parse_entry(const char *path, const cJSON *e, uint64_t data_siz
     }
     size_t esize = qn_dtype_size(t->dtype);
     if (overflow || numel > UINT64_MAX / esize)
-        return qn_fail(QN_ERR_FORMAT, "%s: tensor '%s': shape overflows a 64-bit byte count",
-                       path, nm);
+        return qn_fail(QN_ERR_FORMAT, "%s: tensor '%s': shape overflows a 64-bit byte count", path,
+                       nm);
     uint64_t want = numel * esize;
     if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2)
         return qn_fail(QN_ERR_FORMAT,
@@ -247,12 +262,10 @@ static qn_status parse_entry(const char *path, const cJSON *e, uint64_t data_siz
     uint64_t begin = 0, end = 0;
     const char *why = json_uint_problem(offs->child, &begin);
     if (!why) why = json_uint_problem(offs->child->next, &end);
-    if (why)
-        return qn_fail(QN_ERR_FORMAT, "%s: tensor '%s': data_offsets entry %s", path, nm, why);
+    if (why) return qn_fail(QN_ERR_FORMAT, "%s: tensor '%s': data_offsets entry %s", path, nm, why);
     if (end < begin)
-        return qn_fail(QN_ERR_FORMAT,
-                       "%s: tensor '%s': data_offsets [%llu, %llu) are reversed", path, nm,
-                       (unsigned long long)begin, (unsigned long long)end);
+        return qn_fail(QN_ERR_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu) are reversed",
+                       path, nm, (unsigned long long)begin, (unsigned long long)end);
     if (end > data_size)
         return qn_fail(QN_ERR_FORMAT,
                        "%s: tensor '%s': data_offsets [%llu, %llu) lie outside the data section "
@@ -279,11 +292,12 @@ static qn_status parse_metadata(qn_st_file *f, const cJSON *m) {
     if (!f->meta_keys || !f->meta_vals) return qn_fail(QN_ERR_NOMEM, "%s: out of memory", f->path);
     for (const cJSON *c = m->child; c; c = c->next) {
         if (!cJSON_IsString(c))
-            return qn_fail(QN_ERR_FORMAT, "%s: __metadata__ value of '%s' is not a string",
-                           f->path, c->string);
+            return qn_fail(QN_ERR_FORMAT, "%s: __metadata__ value of '%s' is not a string", f->path,
+                           c->string);
         /* insertion sort keeps keys ordered; metadata maps are tiny */
         size_t k = f->n_meta;
-        while (k > 0 && strcmp(f->meta_keys[k - 1], c->string) > 0) k--;
+        while (k > 0 && strcmp(f->meta_keys[k - 1], c->string) > 0)
+            k--;
         if (k > 0 && strcmp(f->meta_keys[k - 1], c->string) == 0)
             return qn_fail(QN_ERR_FORMAT, "%s: __metadata__ key '%s' appears twice", f->path,
                            c->string);
@@ -310,8 +324,9 @@ static qn_status parse_header(qn_st_file *f, const char *hdr, size_t len) {
                        path);
     size_t bad = utf8_invalid_at((const unsigned char *)hdr, len);
     if (bad != len)
-        return qn_fail(QN_ERR_FORMAT, "%s: header is not valid UTF-8 (bad byte 0x%02x at offset %zu)",
-                       path, (unsigned char)hdr[bad], bad);
+        return qn_fail(QN_ERR_FORMAT,
+                       "%s: header is not valid UTF-8 (bad byte 0x%02x at offset %zu)", path,
+                       (unsigned char)hdr[bad], bad);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(hdr, len, &end, 0);
     if (!root) {
@@ -368,7 +383,8 @@ static qn_status parse_header(qn_st_file *f, const char *hdr, size_t len) {
         if ((s = parse_entry(path, c, f->data_size, t)) != QN_OK) goto done;
     }
     qsort(f->tensors, f->n, sizeof *f->tensors, cmp_offset);
-    for (size_t i = 0; i < f->n; i++) f->by_name[i] = &f->tensors[i];
+    for (size_t i = 0; i < f->n; i++)
+        f->by_name[i] = &f->tensors[i];
     qsort(f->by_name, f->n, sizeof *f->by_name, cmp_tensor_ptr_name);
     for (size_t i = 1; i < f->n; i++) {
         if (strcmp(f->by_name[i - 1]->name, f->by_name[i]->name) == 0) {
@@ -395,8 +411,7 @@ static qn_status parse_header(qn_st_file *f, const char *hdr, size_t len) {
             s = qn_fail(QN_ERR_FORMAT,
                         "%s: tensor '%s': hole in the data section: bytes [%llu, %llu) before it "
                         "belong to no tensor",
-                        path, t->name, (unsigned long long)covered,
-                        (unsigned long long)t->offset);
+                        path, t->name, (unsigned long long)covered, (unsigned long long)t->offset);
             goto done;
         }
         covered = t->offset + t->nbytes;
@@ -415,25 +430,26 @@ done:
 }
 
 static void set_data_pointers(qn_st_file *f) {
-    for (size_t i = 0; i < f->n; i++) f->tensors[i].data = f->data + f->tensors[i].offset;
+    for (size_t i = 0; i < f->n; i++)
+        f->tensors[i].data = f->data + f->tensors[i].offset;
 }
 
 static uint64_t le64(const unsigned char *b) {
     uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = (v << 8) | b[i];
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | b[i];
     return v;
 }
 
 /* Checks the header length against the total size; sets f->data_size. */
 static qn_status check_lengths(qn_st_file *f, uint64_t size, uint64_t hlen) {
     if (hlen > QN_ST_MAX_HEADER)
-        return qn_fail(QN_ERR_TOO_LARGE,
-                       "%s: header length %llu exceeds the limit of %llu bytes", f->path,
-                       (unsigned long long)hlen, (unsigned long long)QN_ST_MAX_HEADER);
+        return qn_fail(QN_ERR_TOO_LARGE, "%s: header length %llu exceeds the limit of %llu bytes",
+                       f->path, (unsigned long long)hlen, (unsigned long long)QN_ST_MAX_HEADER);
     if (hlen > size - 8)
         return qn_fail(QN_ERR_FORMAT,
-                       "%s: header length %llu runs past the end of the file (%llu bytes)",
-                       f->path, (unsigned long long)hlen, (unsigned long long)size);
+                       "%s: header length %llu runs past the end of the file (%llu bytes)", f->path,
+                       (unsigned long long)hlen, (unsigned long long)size);
     f->data_size = size - 8 - hlen;
     return QN_OK;
 }
@@ -510,9 +526,8 @@ qn_status qn_st_open(const char *path, qn_st_file **out) {
     }
     uint64_t size = (uint64_t)st.st_size;
     if (size < 8) {
-        s = qn_fail(QN_ERR_FORMAT,
-                    "%s: file is %llu bytes, too short for the 8-byte header length", path,
-                    (unsigned long long)size);
+        s = qn_fail(QN_ERR_FORMAT, "%s: file is %llu bytes, too short for the 8-byte header length",
+                    path, (unsigned long long)size);
         goto fail;
     }
     unsigned char lenbuf[8];
@@ -533,8 +548,8 @@ qn_status qn_st_open(const char *path, qn_st_file **out) {
     f->map = mmap(NULL, f->map_len, PROT_READ, MAP_PRIVATE, fd, 0);
     if (f->map == MAP_FAILED) {
         f->map = NULL;
-        s = qn_fail(QN_ERR_IO, "%s: mmap of %llu bytes failed: %s", path,
-                    (unsigned long long)size, strerror(errno));
+        s = qn_fail(QN_ERR_IO, "%s: mmap of %llu bytes failed: %s", path, (unsigned long long)size,
+                    strerror(errno));
         goto fail;
     }
     f->data = (const unsigned char *)f->map + 8 + hlen;
@@ -568,14 +583,17 @@ struct qn_st_model {
     pthread_mutex_t mu;
 };
 
-size_t qn_st_model_count(const qn_st_model *m) { return m->n; }
+size_t qn_st_model_count(const qn_st_model *m) {
+    return m->n;
+}
 const char *qn_st_model_name_at(const qn_st_model *m, size_t i) {
     return i < m->n ? m->entries[i].name : NULL;
 }
 
 void qn_st_model_close(qn_st_model *m) {
     if (!m) return;
-    for (size_t i = 0; i < m->n; i++) free(m->entries[i].name);
+    for (size_t i = 0; i < m->n; i++)
+        free(m->entries[i].name);
     free(m->entries);
     for (size_t i = 0; i < m->n_shards; i++) {
         free(m->shard_names[i]);
@@ -696,13 +714,14 @@ static qn_status model_open_index(const char *path, qn_st_model **out) {
     for (const cJSON *c = wm->child; c; c = c->next) {
         if (!cJSON_IsString(c) || !shard_name_ok(c->valuestring)) {
             s = qn_fail(QN_ERR_FORMAT,
-                        "%s: weight_map entry for tensor '%s' is not a plain shard file name",
-                        path, c->string);
+                        "%s: weight_map entry for tensor '%s' is not a plain shard file name", path,
+                        c->string);
             goto fail;
         }
         /* Shards are few: a linear search keeps their order of appearance. */
         size_t k = 0;
-        while (k < m->n_shards && strcmp(m->shard_names[k], c->valuestring) != 0) k++;
+        while (k < m->n_shards && strcmp(m->shard_names[k], c->valuestring) != 0)
+            k++;
         if (k == m->n_shards) {
             m->shard_names[k] = xstrdup(c->valuestring);
             if (!m->shard_names[k]) goto nomem;
@@ -716,8 +735,8 @@ static qn_status model_open_index(const char *path, qn_st_model **out) {
     qsort(m->entries, m->n, sizeof *m->entries, cmp_entry);
     for (size_t i = 1; i < m->n; i++) {
         if (strcmp(m->entries[i - 1].name, m->entries[i].name) == 0) {
-            s = qn_fail(QN_ERR_FORMAT, "%s: tensor '%s' appears more than once in weight_map",
-                        path, m->entries[i].name);
+            s = qn_fail(QN_ERR_FORMAT, "%s: tensor '%s' appears more than once in weight_map", path,
+                        m->entries[i].name);
             goto fail;
         }
     }
@@ -745,8 +764,8 @@ qn_status qn_st_model_open(const char *path, qn_st_model **out) {
     *out = NULL;
     struct stat st;
     if (stat(path, &st) != 0)
-        return qn_fail(errno == ENOENT ? QN_ERR_NOT_FOUND : QN_ERR_IO, "%s: cannot open: %s",
-                       path, strerror(errno));
+        return qn_fail(errno == ENOENT ? QN_ERR_NOT_FOUND : QN_ERR_IO, "%s: cannot open: %s", path,
+                       strerror(errno));
     if (!S_ISDIR(st.st_mode)) {
         if (suffix_is(path, ".json")) return model_open_index(path, out);
         return model_open_single(path, out);
@@ -761,8 +780,8 @@ qn_status qn_st_model_open(const char *path, qn_st_model **out) {
     } else if (access(single, F_OK) == 0) {
         s = model_open_single(single, out);
     } else {
-        s = qn_fail(QN_ERR_NOT_FOUND, "%s: directory has neither %s nor %s", path,
-                    QN_ST_INDEX_NAME, QN_ST_SINGLE_NAME);
+        s = qn_fail(QN_ERR_NOT_FOUND, "%s: directory has neither %s nor %s", path, QN_ST_INDEX_NAME,
+                    QN_ST_SINGLE_NAME);
     }
     free(idx);
     free(single);
@@ -795,7 +814,8 @@ qn_status qn_st_model_get(qn_st_model *m, const char *name, const qn_st_tensor *
     if (s != QN_OK) return s;
     *out = qn_st_find(f, name);
     if (!*out)
-        return qn_fail(QN_ERR_NOT_FOUND, "%s: index puts tensor '%s' in shard '%s', which has no "
+        return qn_fail(QN_ERR_NOT_FOUND,
+                       "%s: index puts tensor '%s' in shard '%s', which has no "
                        "such tensor",
                        m->index_path, name, m->shard_names[e->shard]);
     return QN_OK;
@@ -825,7 +845,8 @@ struct qn_st_writer {
 
 static uint64_t hash_name(const char *s) {
     uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
     return h;
 }
 
@@ -842,7 +863,8 @@ qn_status qn_st_writer_init(qn_st_writer **out, const char *path) {
 
 void qn_st_writer_free(qn_st_writer *w) {
     if (!w) return;
-    for (size_t i = 0; i < w->n; i++) free(w->t[i].name);
+    for (size_t i = 0; i < w->n; i++)
+        free(w->t[i].name);
     free(w->t);
     free(w->slots);
     for (size_t i = 0; i < w->n_meta; i++) {
@@ -859,7 +881,8 @@ void qn_st_writer_free(qn_st_writer *w) {
  * where it would go. nslots is a power of two and never full. */
 static size_t slot_for(const qn_st_writer *w, const char *name) {
     size_t mask = w->nslots - 1, i = (size_t)hash_name(name) & mask;
-    while (w->slots[i] && strcmp(w->t[w->slots[i] - 1].name, name) != 0) i = (i + 1) & mask;
+    while (w->slots[i] && strcmp(w->t[w->slots[i] - 1].name, name) != 0)
+        i = (i + 1) & mask;
     return i;
 }
 
@@ -892,13 +915,12 @@ qn_status qn_st_writer_add(qn_st_writer *w, const char *name, qn_dtype dtype, in
     if (ndim < 0 || ndim > QN_ST_MAX_DIMS || (ndim > 0 && !shape))
         return qn_fail(QN_ERR_INVALID, "%s: tensor '%s': ndim %d outside 0..%d", w->path, name,
                        (int)ndim, QN_ST_MAX_DIMS);
-    if (w->n >= UINT32_MAX - 1)
-        return qn_fail(QN_ERR_TOO_LARGE, "%s: too many tensors", w->path);
+    if (w->n >= UINT32_MAX - 1) return qn_fail(QN_ERR_TOO_LARGE, "%s: too many tensors", w->path);
     uint64_t numel = 1;
     for (int32_t i = 0; i < ndim; i++) {
         if (shape[i] < 0 || (double)shape[i] >= QN_ST_MAX_EXACT)
-            return qn_fail(QN_ERR_INVALID, "%s: tensor '%s': dim %d is %lld", w->path, name,
-                           (int)i, (long long)shape[i]);
+            return qn_fail(QN_ERR_INVALID, "%s: tensor '%s': dim %d is %lld", w->path, name, (int)i,
+                           (long long)shape[i]);
         uint64_t v = (uint64_t)shape[i];
         if (v && numel > UINT64_MAX / v / 8)
             return qn_fail(QN_ERR_INVALID, "%s: tensor '%s': shape overflows", w->path, name);
@@ -909,8 +931,7 @@ qn_status qn_st_writer_add(qn_st_writer *w, const char *name, qn_dtype dtype, in
         return qn_fail(QN_ERR_INVALID, "%s: tensor '%s': data is NULL", w->path, name);
     if ((w->n + 1) * 2 > w->nslots) QN_CHECK(grow_set(w));
     size_t slot = slot_for(w, name);
-    if (w->slots[slot])
-        return qn_fail(QN_ERR_EXISTS, "%s: tensor '%s' added twice", w->path, name);
+    if (w->slots[slot]) return qn_fail(QN_ERR_EXISTS, "%s: tensor '%s' added twice", w->path, name);
     if (w->n == w->cap) {
         size_t nc = w->cap ? w->cap * 2 : 16;
         wtensor *nt = realloc(w->t, nc * sizeof *nt);
@@ -924,7 +945,8 @@ qn_status qn_st_writer_add(qn_st_writer *w, const char *name, qn_dtype dtype, in
     if (!t->name) return qn_fail(QN_ERR_NOMEM, "%s: out of memory", w->path);
     t->dtype = dtype;
     t->ndim = ndim;
-    for (int32_t i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    for (int32_t i = 0; i < ndim; i++)
+        t->shape[i] = shape[i];
     t->data = data;
     t->nbytes = nbytes;
     w->n++;
@@ -939,7 +961,8 @@ qn_status qn_st_writer_set_metadata(qn_st_writer *w, const char *key, const char
         utf8_invalid_at((const unsigned char *)value, strlen(value)) != strlen(value))
         return qn_fail(QN_ERR_INVALID, "%s: metadata '%s' is not valid UTF-8", w->path, key);
     size_t k = 0;
-    while (k < w->n_meta && strcmp(w->meta_keys[k], key) < 0) k++;
+    while (k < w->n_meta && strcmp(w->meta_keys[k], key) < 0)
+        k++;
     char *v = xstrdup(value);
     if (!v) return qn_fail(QN_ERR_NOMEM, "%s: out of memory", w->path);
     if (k < w->n_meta && strcmp(w->meta_keys[k], key) == 0) {
@@ -976,7 +999,8 @@ static void sb_add(sbuf *b, const char *s, size_t n) {
     if (b->oom) return;
     if (b->len + n + 1 > b->cap) {
         size_t nc = b->cap ? b->cap : 256;
-        while (nc < b->len + n + 1) nc *= 2;
+        while (nc < b->len + n + 1)
+            nc *= 2;
         char *np = realloc(b->p, nc);
         if (!np) {
             b->oom = 1;
@@ -990,7 +1014,9 @@ static void sb_add(sbuf *b, const char *s, size_t n) {
     b->p[b->len] = '\0';
 }
 
-static void sb_puts(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
+static void sb_puts(sbuf *b, const char *s) {
+    sb_add(b, s, strlen(s));
+}
 
 static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void sb_printf(sbuf *b, const char *fmt, ...) {
@@ -1055,8 +1081,8 @@ static qn_status write_atomic(const char *path, emit_fn emit, void *ctx) {
     snprintf(tmp, pl + 16, "%s.tmp.XXXXXX", path);
     int fd = mkstemp(tmp);
     if (fd < 0) {
-        qn_status s = qn_fail(QN_ERR_IO, "%s: cannot create temporary file: %s", path,
-                              strerror(errno));
+        qn_status s =
+            qn_fail(QN_ERR_IO, "%s: cannot create temporary file: %s", path, strerror(errno));
         free(tmp);
         return s;
     }
@@ -1130,18 +1156,21 @@ static qn_status emit_file(int fd, const char *path, void *ctx) {
         first = 0;
         sb_json_str(&h, t->name);
         sb_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", qn_dtype_name(t->dtype));
-        for (int32_t d = 0; d < t->ndim; d++) sb_printf(&h, d ? ",%lld" : "%lld", (long long)t->shape[d]);
+        for (int32_t d = 0; d < t->ndim; d++)
+            sb_printf(&h, d ? ",%lld" : "%lld", (long long)t->shape[d]);
         sb_printf(&h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)t->offset,
                   (unsigned long long)(t->offset + t->nbytes));
     }
     sb_puts(&h, "}");
-    while (!h.oom && h.len % 8) sb_puts(&h, " ");
+    while (!h.oom && h.len % 8)
+        sb_puts(&h, " ");
     if (h.oom) {
         s = qn_fail(QN_ERR_NOMEM, "%s: out of memory for the header", path);
         goto done;
     }
     unsigned char lenbuf[8];
-    for (int i = 0; i < 8; i++) lenbuf[i] = (unsigned char)((uint64_t)h.len >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        lenbuf[i] = (unsigned char)((uint64_t)h.len >> (8 * i));
     QN_CHECK_GOTO(write_all(fd, lenbuf, 8, path), s, done);
     QN_CHECK_GOTO(write_all(fd, h.p, h.len, path), s, done);
     for (size_t i = 0; i < job->n; i++)
@@ -1155,7 +1184,8 @@ done:
 qn_status qn_st_writer_finish(qn_st_writer *w) {
     wtensor **all = malloc((w->n ? w->n : 1) * sizeof *all);
     if (!all) return qn_fail(QN_ERR_NOMEM, "%s: out of memory", w->path);
-    for (size_t i = 0; i < w->n; i++) all[i] = &w->t[i];
+    for (size_t i = 0; i < w->n; i++)
+        all[i] = &w->t[i];
     file_job job = {w, all, w->n};
     qn_status s = write_atomic(w->path, emit_file, &job);
     free(all);
@@ -1182,8 +1212,8 @@ static qn_status emit_index(int fd, const char *path, void *ctx) {
         sb_json_str(&b, job->shard_names[job->shard_of[i]]);
     }
     sb_puts(&b, "\n  }\n}\n");
-    qn_status s = b.oom ? qn_fail(QN_ERR_NOMEM, "%s: out of memory", path)
-                        : write_all(fd, b.p, b.len, path);
+    qn_status s =
+        b.oom ? qn_fail(QN_ERR_NOMEM, "%s: out of memory", path) : write_all(fd, b.p, b.len, path);
     free(b.p);
     return s;
 }
@@ -1198,7 +1228,8 @@ qn_status qn_st_writer_finish_sharded(qn_st_writer *w, uint64_t max_shard_bytes)
     size_t n_shards = 0;
     char **names = NULL;
     if (!byname || !shard_of) goto nomem;
-    for (size_t i = 0; i < n; i++) byname[i] = &w->t[i];
+    for (size_t i = 0; i < n; i++)
+        byname[i] = &w->t[i];
     qsort(byname, n, sizeof *byname, cmp_wname);
     uint64_t used = 0, total = 0;
     for (size_t i = 0; i < n; i++) {
@@ -1221,7 +1252,8 @@ qn_status qn_st_writer_finish_sharded(qn_st_writer *w, uint64_t max_shard_bytes)
     }
     for (size_t k = 0, i = 0; k < n_shards; k++) {
         size_t start = i;
-        while (i < n && shard_of[i] == k) i++;
+        while (i < n && shard_of[i] == k)
+            i++;
         char *p = path_join(w->path, names[k]);
         if (!p) goto nomem;
         file_job job = {w, byname + start, i - start};
@@ -1241,7 +1273,8 @@ nomem:
     s = qn_fail(QN_ERR_NOMEM, "%s: out of memory", w->path);
 done:
     if (names)
-        for (size_t k = 0; k < n_shards; k++) free(names[k]);
+        for (size_t k = 0; k < n_shards; k++)
+            free(names[k]);
     free(names);
     free(byname);
     free(shard_of);

@@ -47,11 +47,11 @@
 typedef struct qn_st_tensor {
     const char *name;
     qn_dtype dtype;
-    int32_t ndim;                    /* 0 for a scalar */
-    int64_t shape[QN_ST_MAX_DIMS];   /* shape[0..ndim-1]; the rest are 0 */
-    uint64_t offset;                 /* begin, relative to the data section */
-    uint64_t nbytes;                 /* end - begin == prod(shape) * dtype size */
-    const void *data;                /* the bytes, in the map or caller's buffer */
+    int32_t ndim;                  /* 0 for a scalar */
+    int64_t shape[QN_ST_MAX_DIMS]; /* shape[0..ndim-1]; the rest are 0 */
+    uint64_t offset;               /* begin, relative to the data section */
+    uint64_t nbytes;               /* end - begin == prod(shape) * dtype size */
+    const void *data;              /* the bytes, in the map or caller's buffer */
 } qn_st_tensor;
 
 typedef struct qn_st_file qn_st_file;

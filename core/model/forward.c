@@ -4,29 +4,29 @@
  * with a dense SwiGLU MLP or a MoE block (router, group-limited top-k,
  * routed experts, shared experts). The head computes, only at the requested
  * rows, log-prob of the target and entropy of softmax(logits / temperature),
- * chunked over the vocabulary (QN_VCHUNK columns, QN_RBLOCK rows at a time),
- * so no [T, V] buffer exists.
+ * chunked over the vocabulary (QN_VCHUNK columns at a time), so no [T, V]
+ * buffer exists.
  *
  * Every activation that backward needs is kept in the workspace, which is
  * sized once for max_tokens/max_rows; forward and backward allocate nothing.
- * GEMMs go to OpenBLAS (single-threaded, one block per OpenMP thread: see
- * gemm()); attention, norms, RoPE and routing are loops parallelised with
- * OpenMP. The number of threads is OpenMP's (OMP_NUM_THREADS).
+ * The ops are core/ops/cpu's (finite-difference tested there): RMSNorm,
+ * RoPE, attention, SwiGLU, the MoE router and experts, the log-prob/entropy
+ * head and qn_sgemm for the linear layers. This file owns the layer order,
+ * the residual stream, the activation arena and the HF parameter layout.
+ * The number of threads is OpenMP's (OMP_NUM_THREADS).
  *
  * Leaves out: KV cache / decoding (rollout), bf16 compute, MTP layers,
  * dropout, rope_scaling.
  */
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/model/model.h"
+#include "core/ops/cpu/ops.h"
 
 #define QN_VCHUNK 2048
-#define QN_RBLOCK 256
-#define QN_QBLOCK 64
 /* Elementwise loops below this many elements run on one thread: a parallel
  * region costs a barrier, which is expensive on a loaded machine. */
 #define QN_PAR_MIN 65536
@@ -45,10 +45,7 @@ typedef struct layer_ws {
     float *scores;        /* [T,E] sigmoid/softmax of router logits */
     int32_t *sel;         /* [T,K] chosen experts */
     float *wts;           /* [T,K] gate weights applied to expert outputs */
-    int32_t *a_tok;       /* [T*K] token of each assignment, sorted by expert */
-    int32_t *a_slot;      /* [T*K] slot k of each assignment */
-    int64_t *e_off;       /* [E+1] */
-    float *eg, *eu, *ey;  /* [T*K,MI], [T*K,MI], [T*K,H] */
+    qn_moe_acts acts;     /* what the expert backward needs (core/ops/cpu) */
 } layer_ws;
 
 struct qn_model_ws {
@@ -57,22 +54,24 @@ struct qn_model_ws {
     char *arena;
     layer_ws *layers;
     int32_t *pos;              /* [T] */
+    int32_t *cu32;             /* [max_tokens+1] cu_seqlens for core/ops/cpu */
+    size_t att_scratch_floats;
     float *rope_cos, *rope_sin; /* [T, rot/2] */
     float *x_fin, *hf, *rstdf; /* [T,H], [T,H], [T] */
-    float *row_lse, *row_ent;  /* [R] of the temperature-scaled distribution */
+    float *row_lse;            /* [R] log-sum-exp of the temperature-scaled logits */
     float temperature;
     /* scratch */
     float *dx, *dh, *dtmp;     /* [T,H] */
     float *dq, *dk, *dv, *datt; /* [T,QD], [T,KD], [T,KD], [T,QD] */
-    float *dg, *du;            /* [T*max(NI, K*MI, SHI)] */
-    float *xg, *dxg, *dxe;     /* [T*K,H] gathered expert inputs, dY, grads of inputs */
+    float *dg, *du;            /* [T*max(I, SHI)] */
+    float *moe_scratch;        /* qn_moe_scratch_floats */
     float *dscore;             /* [T,E] */
     float *dwts;               /* [T*K] */
     float *dkr;                /* [T,KD] */
-    float *hrows, *dhrows;     /* [RBLOCK,H] */
-    float *logits;             /* [RBLOCK,VCHUNK] */
-    float *att_scratch;        /* [threads, 2, QBLOCK, max_tokens] */
-    int n_threads;
+    float *hrows, *dhrows;     /* [R,H] final hidden states at the asked rows, their grads */
+    float *row_ez, *row_tmp;   /* [R] sum p z (for the backward); unused entropies */
+    float *head_scratch;       /* qn_logprob_scratch_floats(R, H, VCHUNK) */
+    float *att_scratch;        /* qn_attention_scratch_floats for one max_tokens sequence */
 };
 
 /* ---------- arena ---------- */
@@ -80,6 +79,7 @@ struct qn_model_ws {
 typedef struct planner {
     char *base;
     size_t off;
+    int bad; /* a size disagreed with core/ops/cpu's accounting */
 } planner;
 
 static void *take(planner *p, size_t bytes) {
@@ -94,11 +94,7 @@ static void plan(planner *pl, qn_model_ws *ws, const qn_model *m) {
     int64_t T = ws->max_tokens, R = ws->max_rows, H = d->hidden;
     int64_t QD = d->n_heads * d->head_dim, KD = d->n_kv_heads * d->head_dim;
     int64_t TK = T * (d->top_k > 0 ? d->top_k : 1), SHI = d->moe_intermediate * d->n_shared_experts;
-    int64_t wmax = d->intermediate;
-    if (d->router != QN_ROUTER_NONE) {
-        if (d->moe_intermediate * d->top_k > wmax) wmax = d->moe_intermediate * d->top_k;
-        if (SHI > wmax) wmax = SHI;
-    }
+    int64_t wmax = d->intermediate > SHI ? d->intermediate : SHI; /* dense / shared MLP width */
     for (int64_t l = 0; l < d->n_layers; l++) {
         layer_ws *L = &ws->layers[l];
         int moe = qn_model_layer_is_moe(d, l);
@@ -131,22 +127,30 @@ static void plan(planner *pl, qn_model_ws *ws, const qn_model *m) {
             L->scores = TAKEF(pl, T * d->n_experts);
             L->sel = take(pl, (size_t)TK * sizeof(int32_t));
             L->wts = TAKEF(pl, TK);
-            L->a_tok = take(pl, (size_t)TK * sizeof(int32_t));
-            L->a_slot = take(pl, (size_t)TK * sizeof(int32_t));
-            L->e_off = take(pl, (size_t)(d->n_experts + 1) * sizeof(int64_t));
-            L->eg = TAKEF(pl, TK * d->moe_intermediate);
-            L->eu = TAKEF(pl, TK * d->moe_intermediate);
-            L->ey = TAKEF(pl, TK * H);
+            int iT = (int)T, iK = (int)d->top_k, iH = (int)H, iF = (int)d->moe_intermediate;
+            qn_moe_acts *A = &L->acts;
+            A->offsets = take(pl, (size_t)(d->n_experts + 1) * sizeof(int32_t));
+            A->slot_tok = take(pl, (size_t)TK * sizeof(int32_t));
+            A->tok_slot = take(pl, (size_t)TK * sizeof(int32_t));
+            A->xs = TAKEF(pl, (int64_t)TK * iH);
+            A->gate = TAKEF(pl, (int64_t)TK * iF);
+            A->up = TAKEF(pl, (int64_t)TK * iF);
+            A->act = TAKEF(pl, (int64_t)TK * iF);
+            A->ys = TAKEF(pl, (int64_t)TK * iH);
+            /* the op's own size accounting must agree with the fields above */
+            if (pl->base == NULL &&
+                qn_moe_acts_floats(iT, iK, iH, iF) != (size_t)TK * (2 * (size_t)iH + 3 * (size_t)iF))
+                pl->bad = 1;
         }
     }
     ws->pos = take(pl, (size_t)T * sizeof(int32_t));
+    ws->cu32 = take(pl, (size_t)(T + 1) * sizeof(int32_t));
     ws->rope_cos = TAKEF(pl, T * d->rot_dim / 2);
     ws->rope_sin = TAKEF(pl, T * d->rot_dim / 2);
     ws->x_fin = TAKEF(pl, T * H);
     ws->hf = TAKEF(pl, T * H);
     ws->rstdf = TAKEF(pl, T);
     ws->row_lse = TAKEF(pl, R);
-    ws->row_ent = TAKEF(pl, R);
     ws->dx = TAKEF(pl, T * H);
     ws->dh = TAKEF(pl, T * H);
     ws->dtmp = TAKEF(pl, T * H);
@@ -157,17 +161,22 @@ static void plan(planner *pl, qn_model_ws *ws, const qn_model *m) {
     ws->dkr = TAKEF(pl, T * KD);
     ws->dg = TAKEF(pl, T * wmax);
     ws->du = TAKEF(pl, T * wmax);
-    if (d->router != QN_ROUTER_NONE) {
-        ws->xg = TAKEF(pl, TK * H);
-        ws->dxg = TAKEF(pl, TK * H);
-        ws->dxe = TAKEF(pl, TK * H);
+    if (d->router != QN_MODEL_ROUTER_NONE) {
+        ws->moe_scratch = TAKEF(pl, qn_moe_scratch_floats((int)T, (int)d->top_k, (int)H,
+                                                          (int)d->moe_intermediate));
         ws->dscore = TAKEF(pl, T * d->n_experts);
         ws->dwts = TAKEF(pl, TK);
     }
-    ws->hrows = TAKEF(pl, (int64_t)QN_RBLOCK * H);
-    ws->dhrows = TAKEF(pl, (int64_t)QN_RBLOCK * H);
-    ws->logits = TAKEF(pl, (int64_t)QN_RBLOCK * QN_VCHUNK);
-    ws->att_scratch = TAKEF(pl, (int64_t)ws->n_threads * 2 * QN_QBLOCK * T);
+    ws->hrows = TAKEF(pl, R * H);
+    ws->dhrows = TAKEF(pl, R * H);
+    ws->row_ez = TAKEF(pl, R);
+    ws->row_tmp = TAKEF(pl, R);
+    ws->head_scratch = TAKEF(pl, qn_logprob_scratch_floats((int)R, (int)H, QN_VCHUNK));
+    /* the most attention scratch a batch of T tokens can need: one sequence */
+    int32_t cu1[2] = {0, (int32_t)T};
+    ws->att_scratch_floats = qn_attention_scratch_floats(cu1, 1, (int)T, (int)d->n_heads,
+                                                         (int)d->n_kv_heads, (int)d->head_dim);
+    ws->att_scratch = TAKEF(pl, ws->att_scratch_floats);
 }
 
 qn_status qn_model_ws_init(qn_model_ws **out, const qn_model *m, int64_t max_tokens,
@@ -180,15 +189,19 @@ qn_status qn_model_ws_init(qn_model_ws **out, const qn_model *m, int64_t max_tok
     if (!ws) return qn_fail(QN_ERR_NOMEM, "model workspace");
     ws->max_tokens = max_tokens;
     ws->max_rows = max_rows > 0 ? max_rows : 1;
-    ws->n_threads = omp_get_max_threads();
-    openblas_set_num_threads(1); /* see gemm() */
+    qn_blas_init(); /* see gemm() */
     ws->layers = calloc((size_t)m->d.n_layers, sizeof *ws->layers);
     if (!ws->layers) {
         free(ws);
         return qn_fail(QN_ERR_NOMEM, "model workspace");
     }
-    planner pl = {NULL, 0};
+    planner pl = {NULL, 0, 0};
     plan(&pl, ws, m);
+    if (pl.bad) {
+        qn_model_ws_free(ws);
+        return qn_fail(QN_ERR_INTERNAL, "model workspace: MoE activation sizes disagree with "
+                       "core/ops/cpu (qn_moe_acts_floats)");
+    }
     ws->bytes = pl.off + 64;
     ws->arena = aligned_alloc(64, (ws->bytes + 63) & ~(size_t)63);
     if (!ws->arena) {
@@ -215,40 +228,12 @@ size_t qn_model_ws_bytes(const qn_model_ws *ws) { return ws ? ws->bytes : 0; }
 
 /* ---------- GEMM helpers (row major) ---------- */
 
-/* All parallelism is OpenMP: OpenBLAS runs single-threaded inside each
- * thread's block of a GEMM. Mixing OpenBLAS's own thread pool with OpenMP
- * regions made both pools spin against each other (60% of the time in
- * libgomp's wait loop on 2 cores). C's rows (or columns, when there are
- * few rows) are split between the threads. */
+/* GEMMs go through core/ops/cpu's qn_sgemm: OpenBLAS single-threaded, the
+ * output split over OpenMP threads (two thread pools spinning against each
+ * other cost more than half the time on 2 cores). */
 static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    if (M == 0 || N == 0) return;
-    enum CBLAS_TRANSPOSE TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
-    int nt = omp_get_max_threads();
-    if (nt <= 1 || (double)M * (double)N * (double)K < 2e5 || omp_in_parallel()) {
-        cblas_sgemm(CblasRowMajor, TA, TB, (int)M, (int)N, (int)K, 1.0f, A, (int)lda, B, (int)ldb,
-                    beta, C, (int)ldc);
-        return;
-    }
-    int split_m = M >= N || M >= 64 * (int64_t)nt;
-#pragma omp parallel
-    {
-        int id = omp_get_thread_num(), n = omp_get_num_threads();
-        int64_t D = split_m ? M : N;
-        int64_t per = ((D + n - 1) / n + 7) & ~(int64_t)7;
-        int64_t a = (int64_t)id * per, b = a + per < D ? a + per : D;
-        if (a < b) {
-            if (split_m) {
-                const float *Ap = ta ? A + a : A + a * lda;
-                cblas_sgemm(CblasRowMajor, TA, TB, (int)(b - a), (int)N, (int)K, 1.0f, Ap,
-                            (int)lda, B, (int)ldb, beta, C + a * ldc, (int)ldc);
-            } else {
-                const float *Bp = tb ? B + a * ldb : B + a;
-                cblas_sgemm(CblasRowMajor, TA, TB, (int)M, (int)(b - a), (int)K, 1.0f, A,
-                            (int)lda, Bp, (int)ldb, beta, C + a, (int)ldc);
-            }
-        }
-    }
+    qn_sgemm(ta, tb, (int)M, (int)N, (int)K, 1.0f, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
 }
 
 /* C[M,N] (beta) += A[M,K] B[N,K]^T */
@@ -290,186 +275,55 @@ static void linear_bwd(int64_t T, int64_t NI, int64_t O, const float *x, const f
     }
 }
 
-/* ---------- RMSNorm ---------- */
+/* ---------- RMSNorm, RoPE: core/ops/cpu ---------- */
 
 static void rmsnorm_fwd(int64_t N, int64_t C, const float *x, const float *w, double eps, float *y,
                         float *rstd) {
-#pragma omp parallel for schedule(static) if (N * C >= QN_PAR_MIN)
-    for (int64_t i = 0; i < N; i++) {
-        const float *xi = x + i * C;
-        float ss = 0.0f;
-        for (int64_t c = 0; c < C; c++) ss += xi[c] * xi[c];
-        float r = 1.0f / sqrtf(ss / (float)C + (float)eps);
-        rstd[i] = r;
-        for (int64_t c = 0; c < C; c++) y[i * C + c] = w[c] * (xi[c] * r);
-    }
+    qn_rmsnorm_forward(y, rstd, x, w, (float)eps, (int)N, (int)C);
 }
 
-/* dx = (beta ? dx : 0) + grad; dw += sum dy * xhat. dw updates are serial
- * over rows to avoid races (C is small relative to the GEMMs). */
+/* dx = (add ? dx : 0) + grad; dw += */
 static void rmsnorm_bwd(int64_t N, int64_t C, const float *x, const float *w, const float *rstd,
                         const float *dy, float *dx, int add, float *dw) {
-#pragma omp parallel for schedule(static) if (N * C >= QN_PAR_MIN)
-    for (int64_t i = 0; i < N; i++) {
-        const float *xi = x + i * C, *dyi = dy + i * C;
-        float r = rstd[i], dot = 0.0f;
-        for (int64_t c = 0; c < C; c++) dot += dyi[c] * w[c] * xi[c] * r;
-        dot /= (float)C;
-        for (int64_t c = 0; c < C; c++) {
-            float g = r * (dyi[c] * w[c] - xi[c] * r * dot);
-            dx[i * C + c] = add ? dx[i * C + c] + g : g;
-        }
-    }
-    for (int64_t i = 0; i < N; i++) {
-        const float *xi = x + i * C, *dyi = dy + i * C;
-        for (int64_t c = 0; c < C; c++) dw[c] += dyi[c] * xi[c] * rstd[i];
-    }
+    qn_rmsnorm_backward(dx, dw, dy, x, w, rstd, (int)N, (int)C, add);
 }
 
-/* ---------- RoPE (rotate-half on the first rot dims of each head) ---------- */
-
-static void rope_apply(int64_t T, int64_t nh, int64_t hd, int64_t rot, const float *cs,
-                       const float *sn, float *x, int inverse) {
-    int64_t half = rot / 2;
-#pragma omp parallel for schedule(static) if (T * nh * half >= QN_PAR_MIN)
-    for (int64_t t = 0; t < T; t++) {
-        const float *c = cs + t * half, *s = sn + t * half;
-        for (int64_t h = 0; h < nh; h++) {
-            float *v = x + (t * nh + h) * hd;
-            for (int64_t i = 0; i < half; i++) {
-                float a = v[i], b = v[i + half], si = inverse ? -s[i] : s[i];
-                v[i] = a * c[i] - b * si;
-                v[i + half] = b * c[i] + a * si;
-            }
-        }
-    }
+/* rotate-half on the first rot dims of each head; inverse for backward */
+static void rope_apply(qn_model_ws *ws, int64_t T, int64_t nh, int64_t hd, int64_t rot, float *x,
+                       int inverse) {
+    if (inverse)
+        qn_rope_backward(x, ws->pos, ws->rope_cos, ws->rope_sin, (int)T, (int)nh, (int)hd,
+                         (int)rot);
+    else
+        qn_rope_forward(x, ws->pos, ws->rope_cos, ws->rope_sin, (int)T, (int)nh, (int)hd,
+                        (int)rot);
 }
 
-/* ---------- attention (causal within each sequence, GQA) ---------- */
+/* ---------- attention: core/ops/cpu ---------- */
 
 static void attn_fwd(const qn_model_desc *d, qn_model_ws *ws, const qn_batch *b, layer_ws *L) {
-    int64_t NH = d->n_heads, NKV = d->n_kv_heads, HD = d->head_dim;
-    int64_t QD = NH * HD, KD = NKV * HD, grp = NH / NKV;
-    float scale = 1.0f / sqrtf((float)HD);
-    /* work items: (sequence, head, query block) */
-    int64_t n_items = 0;
-    for (int64_t s = 0; s < b->n_seqs; s++) {
-        int64_t len = b->cu_seqlens[s + 1] - b->cu_seqlens[s];
-        n_items += NH * ((len + QN_QBLOCK - 1) / QN_QBLOCK);
-    }
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t it = 0; it < n_items; it++) {
-        int64_t rem = it, s = 0, nb = 0;
-        for (s = 0; s < b->n_seqs; s++) {
-            int64_t len = b->cu_seqlens[s + 1] - b->cu_seqlens[s];
-            nb = (len + QN_QBLOCK - 1) / QN_QBLOCK;
-            if (rem < NH * nb) break;
-            rem -= NH * nb;
-        }
-        int64_t h = rem / nb, blk = rem % nb, g = h / grp;
-        int64_t base = b->cu_seqlens[s], len = b->cu_seqlens[s + 1] - base;
-        int64_t i0 = blk * QN_QBLOCK, i1 = i0 + QN_QBLOCK < len ? i0 + QN_QBLOCK : len;
-        float *S = ws->att_scratch + (int64_t)omp_get_thread_num() * 2 * QN_QBLOCK * ws->max_tokens;
-        for (int64_t i = i0; i < i1; i++) {
-            const float *qi = L->q + (base + i) * QD + h * HD;
-            float *Si = S + (i - i0) * len;
-            float mx = -INFINITY;
-            for (int64_t j = 0; j <= i; j++) {
-                const float *kj = L->k + (base + j) * KD + g * HD;
-                float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-                for (int64_t c = 0; c < HD; c++) acc += qi[c] * kj[c];
-                Si[j] = acc * scale;
-                if (Si[j] > mx) mx = Si[j];
-            }
-            float sum = 0.0f;
-            for (int64_t j = 0; j <= i; j++) {
-                Si[j] = expf(Si[j] - mx);
-                sum += Si[j];
-            }
-            float inv = 1.0f / sum;
-            float *oi = L->att + (base + i) * QD + h * HD;
-            for (int64_t c = 0; c < HD; c++) oi[c] = 0.0f;
-            for (int64_t j = 0; j <= i; j++) {
-                const float *vj = L->v + (base + j) * KD + g * HD;
-                float p = Si[j] * inv;
-#pragma omp simd
-                for (int64_t c = 0; c < HD; c++) oi[c] += p * vj[c];
-            }
-            L->lse[(base + i) * NH + h] = mx + logf(sum);
-        }
-    }
+    qn_attention_forward(L->att, L->lse, L->q, L->k, L->v, ws->cu32, (int)b->n_seqs,
+                         (int)b->n_tokens, (int)d->n_heads, (int)d->n_kv_heads, (int)d->head_dim,
+                         ws->att_scratch);
 }
 
-/* datt -> dq (written), dk, dv (written). One work item per (sequence, kv
- * head) so that dk/dv have a single writer. */
+/* datt -> dq, dk, dv (written) */
 static void attn_bwd(const qn_model_desc *d, qn_model_ws *ws, const qn_batch *b, layer_ws *L) {
-    int64_t NH = d->n_heads, NKV = d->n_kv_heads, HD = d->head_dim;
-    int64_t QD = NH * HD, KD = NKV * HD, grp = NH / NKV;
-    float scale = 1.0f / sqrtf((float)HD);
-    int64_t n_items = b->n_seqs * NKV;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t it = 0; it < n_items; it++) {
-        int64_t s = it / NKV, g = it % NKV;
-        int64_t base = b->cu_seqlens[s], len = b->cu_seqlens[s + 1] - base;
-        for (int64_t j = 0; j < len; j++) {
-            memset(ws->dk + (base + j) * KD + g * HD, 0, (size_t)HD * sizeof(float));
-            memset(ws->dv + (base + j) * KD + g * HD, 0, (size_t)HD * sizeof(float));
-        }
-        for (int64_t h = g * grp; h < (g + 1) * grp; h++) {
-            for (int64_t i = 0; i < len; i++) {
-                const float *qi = L->q + (base + i) * QD + h * HD;
-                const float *oi = L->att + (base + i) * QD + h * HD;
-                const float *doi = ws->datt + (base + i) * QD + h * HD;
-                float *dqi = ws->dq + (base + i) * QD + h * HD;
-                float lse = L->lse[(base + i) * NH + h];
-                float D = 0.0f;
-                for (int64_t c = 0; c < HD; c++) D += doi[c] * oi[c];
-                for (int64_t c = 0; c < HD; c++) dqi[c] = 0.0f;
-                for (int64_t j = 0; j <= i; j++) {
-                    const float *kj = L->k + (base + j) * KD + g * HD;
-                    const float *vj = L->v + (base + j) * KD + g * HD;
-                    float sc = 0.0f, dp = 0.0f;
-#pragma omp simd reduction(+ : sc, dp)
-                    for (int64_t c = 0; c < HD; c++) {
-                        sc += qi[c] * kj[c];
-                        dp += doi[c] * vj[c];
-                    }
-                    float p = expf(sc * scale - lse);
-                    float ds = p * (dp - D) * scale;
-                    float *dkj = ws->dk + (base + j) * KD + g * HD;
-                    float *dvj = ws->dv + (base + j) * KD + g * HD;
-#pragma omp simd
-                    for (int64_t c = 0; c < HD; c++) {
-                        dqi[c] += ds * kj[c];
-                        dkj[c] += ds * qi[c];
-                        dvj[c] += p * doi[c];
-                    }
-                }
-            }
-        }
-    }
+    qn_attention_backward(ws->dq, ws->dk, ws->dv, ws->datt, L->q, L->k, L->v, L->att, L->lse,
+                          ws->cu32, (int)b->n_seqs, (int)b->n_tokens, (int)d->n_heads,
+                          (int)d->n_kv_heads, (int)d->head_dim, ws->att_scratch);
 }
 
 /* ---------- SwiGLU ---------- */
 
-static inline float silu(float x) { return x / (1.0f + expf(-x)); }
-
-/* a = silu(g) * u, written into out (may alias nothing) */
+/* a = silu(g) * u over n elements (core/ops/cpu) */
 static void swiglu_fwd(int64_t n, const float *g, const float *u, float *out) {
-#pragma omp parallel for schedule(static) if (n >= QN_PAR_MIN)
-    for (int64_t i = 0; i < n; i++) out[i] = silu(g[i]) * u[i];
+    qn_swiglu_forward(out, g, u, 1, (int)n, (int)n);
 }
 
-/* da -> dg, du (written; da may alias dg) */
+/* da -> dg, du (written; da_dg holds da on entry and dg on return) */
 static void swiglu_bwd(int64_t n, const float *g, const float *u, float *da_dg, float *du) {
-#pragma omp parallel for schedule(static) if (n >= QN_PAR_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float sg = 1.0f / (1.0f + expf(-g[i]));
-        float da = da_dg[i];
-        du[i] = da * g[i] * sg;
-        da_dg[i] = da * u[i] * sg * (1.0f + g[i] * (1.0f - sg));
-    }
+    qn_swiglu_backward(da_dg, du, da_dg, g, u, 1, (int)n, (int)n);
 }
 
 /* dense SwiGLU MLP: y = down(silu(gate x) * up x). g,u saved; act is scratch. */
@@ -496,292 +350,74 @@ static void mlp_bwd(int64_t T, int64_t H, int64_t NI, const float *x, const floa
     linear_bwd(T, H, NI, x, Wu, s_b, dx, 1.0f, dWu, NULL);
 }
 
-/* ---------- MoE ---------- */
+/* ---------- MoE: router and experts from core/ops/cpu ---------- */
 
-static void route(const qn_model_desc *d, const float *bias, int64_t T, layer_ws *L,
-                  float *logits_scratch) {
-    int64_t E = d->n_experts, K = d->top_k, G = d->n_group, per = E / G;
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < T; t++) {
-        float *s = L->scores + t * E;
-        const float *rl = logits_scratch + t * E;
-        if (d->router == QN_ROUTER_SIGMOID) {
-            for (int64_t e = 0; e < E; e++) s[e] = 1.0f / (1.0f + expf(-rl[e]));
-        } else {
-            float mx = -INFINITY, sum = 0.0f;
-            for (int64_t e = 0; e < E; e++) mx = rl[e] > mx ? rl[e] : mx;
-            for (int64_t e = 0; e < E; e++) sum += (s[e] = expf(rl[e] - mx));
-            for (int64_t e = 0; e < E; e++) s[e] /= sum;
-        }
-        /* choice scores (bias for selection only); VLA-free: small fixed cap */
-        float choice[1024];
-        int8_t gmask[1024];
-        for (int64_t e = 0; e < E; e++) choice[e] = s[e] + (bias ? bias[e] : 0.0f);
-        if (G > 1) {
-            float gs[1024];
-            for (int64_t gi = 0; gi < G; gi++) {
-                float a = -INFINITY, b2 = -INFINITY;
-                for (int64_t e = gi * per; e < (gi + 1) * per; e++) {
-                    float c = choice[e];
-                    if (c > a) {
-                        b2 = a;
-                        a = c;
-                    } else if (c > b2) {
-                        b2 = c;
-                    }
-                }
-                gs[gi] = a + b2;
-                gmask[gi] = 0;
-            }
-            for (int64_t k = 0; k < d->topk_group; k++) {
-                int64_t best = -1;
-                for (int64_t gi = 0; gi < G; gi++)
-                    if (!gmask[gi] && (best < 0 || gs[gi] > gs[best])) best = gi;
-                if (best < 0) break;
-                gmask[best] = 1;
-            }
-            /* HF masks the other groups with 0.0 (not -inf) */
-            for (int64_t e = 0; e < E; e++)
-                if (!gmask[e / per]) choice[e] = 0.0f;
-        }
-        int8_t taken[1024];
-        memset(taken, 0, (size_t)E);
-        float wsum = 0.0f;
-        for (int64_t k = 0; k < K; k++) {
-            int64_t best = -1;
-            for (int64_t e = 0; e < E; e++)
-                if (!taken[e] && (best < 0 || choice[e] > choice[best])) best = e;
-            if (best < 0) best = 0; /* unreachable: K <= E */
-            taken[best] = 1;
-            L->sel[t * K + k] = (int32_t)best;
-            L->wts[t * K + k] = s[best];
-            wsum += s[best];
-        }
-        float den = d->norm_topk_prob ? wsum + 1e-20f : 1.0f;
-        for (int64_t k = 0; k < K; k++)
-            L->wts[t * K + k] = L->wts[t * K + k] / den * (float)d->routed_scale;
-    }
-    /* assignments sorted by expert (counting sort, stable in token order) */
-    for (int64_t e = 0; e <= E; e++) L->e_off[e] = 0;
-    for (int64_t i = 0; i < T * K; i++) L->e_off[L->sel[i] + 1]++;
-    for (int64_t e = 0; e < E; e++) L->e_off[e + 1] += L->e_off[e];
-    int64_t fill[1024];
-    for (int64_t e = 0; e < E; e++) fill[e] = L->e_off[e];
-    for (int64_t i = 0; i < T * K; i++) {
-        int64_t a = fill[L->sel[i]]++;
-        L->a_tok[a] = (int32_t)(i / K);
-        L->a_slot[a] = (int32_t)(i % K);
-    }
+static qn_router_cfg router_cfg(const qn_model_desc *d, const qn_layer_params *p) {
+    qn_router_cfg rc = {.E = (int)d->n_experts,
+                        .K = (int)d->top_k,
+                        .n_group = (int)d->n_group,
+                        .topk_group = (int)d->topk_group,
+                        .score = d->router == QN_MODEL_ROUTER_SIGMOID ? QN_ROUTER_SIGMOID
+                                                                      : QN_ROUTER_SOFTMAX,
+                        .norm_topk_prob = d->norm_topk_prob,
+                        .routed_scaling_factor = (float)d->routed_scale,
+                        .bias = p->score_bias};
+    return rc;
 }
 
-static void moe_fwd(const qn_model_desc *d, qn_model_ws *ws, const qn_layer_params *p,
-                    layer_ws *L, int64_t T, float *out) {
-    int64_t H = d->hidden, E = d->n_experts, K = d->top_k, MI = d->moe_intermediate;
-    int64_t SHI = MI * d->n_shared_experts;
-    float *rl = ws->dscore; /* router logits, scratch */
-    linear_fwd(T, H, E, L->h2, p->router, NULL, rl);
-    route(d, p->score_bias, T, L, rl);
-    /* inputs gathered in assignment order, then one thread per expert
-     * (single-threaded GEMMs inside: see gemm()) */
-#pragma omp parallel for schedule(static)
-    for (int64_t a = 0; a < T * K; a++)
-        memcpy(ws->xg + a * H, L->h2 + (int64_t)L->a_tok[a] * H, (size_t)H * sizeof(float));
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t e = 0; e < E; e++) {
-        int64_t a0 = L->e_off[e], n = L->e_off[e + 1] - a0;
-        if (n == 0) continue;
-        const float *Wg = p->e_gate + e * MI * H, *Wu = p->e_up + e * MI * H;
-        const float *Wd = p->e_down + e * H * MI;
-        mlp_fwd(n, H, MI, ws->xg + a0 * H, Wg, Wu, Wd, L->eg + a0 * MI, L->eu + a0 * MI,
-                ws->dg + a0 * MI, L->ey + a0 * H, 0.0f);
-    }
-    float *act = ws->dg;
-    if (SHI > 0) {
-        mlp_fwd(T, H, SHI, L->h2, p->s_gate, p->s_up, p->s_down, L->g, L->u, act, out, 0.0f);
-    } else {
-        memset(out, 0, (size_t)(T * H) * sizeof(float));
-    }
-    for (int64_t a = 0; a < T * K; a++) {
-        int64_t t = L->a_tok[a];
-        float w = L->wts[t * K + L->a_slot[a]];
-        const float *y = L->ey + a * H;
-        float *o = out + t * H;
-        for (int64_t c = 0; c < H; c++) o[c] += w * y[c];
-    }
+/* out (=) = shared experts + routed experts of h2 */
+static void moe_fwd(const qn_model_desc *d, const qn_layer_params *p, layer_ws *L, int64_t T,
+                    float *act_scratch, float *out) {
+    int64_t H = d->hidden, MI = d->moe_intermediate, SHI = MI * d->n_shared_experts;
+    qn_router_cfg rc = router_cfg(d, p);
+    qn_router_forward(&rc, L->sel, L->wts, L->scores, L->h2, p->router, (int)T, (int)H);
+    if (SHI > 0)
+        mlp_fwd(T, H, SHI, L->h2, p->s_gate, p->s_up, p->s_down, L->g, L->u, act_scratch, out,
+                0.0f);
+    qn_moe_forward(out, &L->acts, L->h2, L->sel, L->wts, p->e_gate, p->e_up, p->e_down, (int)T,
+                   (int)H, (int)MI, (int)d->n_experts, (int)d->top_k, SHI > 0);
 }
 
-/* dout [T,H] -> dh2 (written) and parameter grads */
+/* dout [T,H] -> dh2 (written) and parameter grads (router through the
+ * gathered weights; the selection bias gets none) */
 static void moe_bwd(const qn_model_desc *d, qn_model_ws *ws, const qn_layer_params *p,
                     qn_layer_params *gp, layer_ws *L, int64_t T, const float *dout, float *dh2) {
-    int64_t H = d->hidden, E = d->n_experts, K = d->top_k, MI = d->moe_intermediate;
-    int64_t SHI = MI * d->n_shared_experts;
-    if (SHI > 0) {
+    int64_t H = d->hidden, MI = d->moe_intermediate, SHI = MI * d->n_shared_experts;
+    if (SHI > 0)
         mlp_bwd(T, H, SHI, L->h2, p->s_gate, p->s_up, p->s_down, L->g, L->u, dout, dh2, 0,
                 gp->s_gate, gp->s_up, gp->s_down, ws->dg, ws->du);
-    } else {
-        memset(dh2, 0, (size_t)(T * H) * sizeof(float));
-    }
-    float *ds = ws->dscore;
-    memset(ds, 0, (size_t)(T * E) * sizeof(float));
-    /* dwts[t,k] = dout[t] . y_a ; stored temporarily in dscore rows via dw */
-    float *dw = ws->dwts;
-#pragma omp parallel for schedule(static)
-    for (int64_t a = 0; a < T * K; a++) {
-        int64_t t = L->a_tok[a];
-        const float *y = L->ey + a * H, *g = dout + t * H;
-        float acc = 0.0f;
-        for (int64_t c = 0; c < H; c++) acc += g[c] * y[c];
-        dw[t * K + L->a_slot[a]] = acc;
-    }
-    /* xg = gathered inputs, dxg = dY (weighted dout), in assignment order */
-#pragma omp parallel for schedule(static)
-    for (int64_t a = 0; a < T * K; a++) {
-        int64_t t = L->a_tok[a];
-        float w = L->wts[t * K + L->a_slot[a]];
-        memcpy(ws->xg + a * H, L->h2 + t * H, (size_t)H * sizeof(float));
-        for (int64_t c = 0; c < H; c++) ws->dxg[a * H + c] = w * dout[t * H + c];
-    }
-    /* one thread per expert; each writes its own weight grads and its own
-     * slice of dxe (grads of the gathered inputs) */
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t e = 0; e < E; e++) {
-        int64_t a0 = L->e_off[e], n = L->e_off[e + 1] - a0;
-        if (n == 0) continue;
-        const float *Wg = p->e_gate + e * MI * H, *Wu = p->e_up + e * MI * H;
-        const float *Wd = p->e_down + e * H * MI;
-        float *dWg = gp->e_gate + e * MI * H, *dWu = gp->e_up + e * MI * H;
-        float *dWd = gp->e_down + e * H * MI;
-        mlp_bwd(n, H, MI, ws->xg + a0 * H, Wg, Wu, Wd, L->eg + a0 * MI, L->eu + a0 * MI,
-                ws->dxg + a0 * H, ws->dxe + a0 * H, 0, dWg, dWu, dWd, ws->dg + a0 * MI,
-                ws->du + a0 * MI);
-    }
-    /* scatter back to tokens: token t's K assignments, in a fixed order */
-    for (int64_t a = 0; a < T * K; a++) {
-        int64_t t = L->a_tok[a];
-        const float *src = ws->dxe + a * H;
-        float *dst = dh2 + t * H;
-        for (int64_t c = 0; c < H; c++) dst[c] += src[c];
-    }
-    /* routing weights -> scores -> router logits */
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < T; t++) {
-        const float *s = L->scores + t * E;
-        float *dst = ds + t * E;
-        float c = (float)d->routed_scale;
-        float usum = 0.0f, dotwu = 0.0f;
-        for (int64_t k = 0; k < K; k++) {
-            float u = s[L->sel[t * K + k]];
-            usum += u;
-            dotwu += dw[t * K + k] * u;
-        }
-        for (int64_t k = 0; k < K; k++) {
-            float du;
-            if (d->norm_topk_prob) {
-                float S = usum + 1e-20f;
-                du = c * (dw[t * K + k] / S - dotwu / (S * S));
-            } else {
-                du = c * dw[t * K + k];
-            }
-            dst[L->sel[t * K + k]] += du;
-        }
-        if (d->router == QN_ROUTER_SIGMOID) {
-            for (int64_t e = 0; e < E; e++) dst[e] *= s[e] * (1.0f - s[e]);
-        } else {
-            float dot = 0.0f;
-            for (int64_t e = 0; e < E; e++) dot += dst[e] * s[e];
-            for (int64_t e = 0; e < E; e++) dst[e] = s[e] * (dst[e] - dot);
-        }
-    }
-    linear_bwd(T, H, E, L->h2, p->router, ds, dh2, 1.0f, gp->router, NULL);
+    qn_moe_backward(dh2, ws->dwts, gp->e_gate, gp->e_up, gp->e_down, dout, &L->acts, L->wts,
+                    p->e_gate, p->e_up, p->e_down, (int)T, (int)H, (int)MI, (int)d->n_experts,
+                    (int)d->top_k, SHI > 0, ws->moe_scratch);
+    qn_router_cfg rc = router_cfg(d, p);
+    qn_router_backward(&rc, dh2, gp->router, ws->dwts, L->sel, L->scores, L->h2, p->router,
+                       (int)T, (int)H, 1, ws->dscore);
 }
 
-/* ---------- the head: log-prob and entropy, chunked over the vocabulary ---------- */
+/* ---------- the head: core/ops/cpu log-prob / entropy on gathered rows ---------- */
 
 static void head_fwd(const qn_model *m, qn_model_ws *ws, const qn_batch *b, float temp,
                      float *logp, float *ent) {
-    int64_t H = m->d.hidden, V = m->d.vocab;
-    const float *W = m->gw.lm_head;
-    float it = 1.0f / temp;
-    for (int64_t r0 = 0; r0 < b->n_rows; r0 += QN_RBLOCK) {
-        int64_t nr = b->n_rows - r0 < QN_RBLOCK ? b->n_rows - r0 : QN_RBLOCK;
-        for (int64_t r = 0; r < nr; r++)
-            memcpy(ws->hrows + r * H, ws->hf + b->rows[r0 + r] * H, (size_t)H * sizeof(float));
-        double mx[QN_RBLOCK], se[QN_RBLOCK], sz[QN_RBLOCK], zt[QN_RBLOCK];
-        for (int64_t r = 0; r < nr; r++) {
-            mx[r] = -INFINITY;
-            se[r] = sz[r] = zt[r] = 0.0;
-        }
-        for (int64_t v0 = 0; v0 < V; v0 += QN_VCHUNK) {
-            int64_t nv = V - v0 < QN_VCHUNK ? V - v0 : QN_VCHUNK;
-            mm_nt(nr, nv, H, ws->hrows, H, W + v0 * H, H, 0.0f, ws->logits, nv);
-#pragma omp parallel for schedule(static)
-            for (int64_t r = 0; r < nr; r++) {
-                const float *z = ws->logits + r * nv;
-                float cm = -INFINITY;
-                for (int64_t j = 0; j < nv; j++) cm = z[j] * it > cm ? z[j] * it : cm;
-                double nm = cm > mx[r] ? cm : mx[r];
-                double f = exp(mx[r] - nm); /* rescale old sums */
-                double s1 = 0.0, s2 = 0.0;
-                for (int64_t j = 0; j < nv; j++) {
-                    float zz = z[j] * it;
-                    float e = expf(zz - (float)nm);
-                    s1 += e;
-                    s2 += (double)e * (double)zz;
-                }
-                se[r] = se[r] * f + s1;
-                sz[r] = sz[r] * f + s2;
-                mx[r] = nm;
-                int32_t y = b->targets[r0 + r];
-                if (y >= v0 && y < v0 + nv) zt[r] = z[y - v0] * it;
-            }
-        }
-        for (int64_t r = 0; r < nr; r++) {
-            double lse = mx[r] + log(se[r]);
-            ws->row_lse[r0 + r] = (float)lse;
-            double h = lse - sz[r] / se[r];
-            ws->row_ent[r0 + r] = (float)h;
-            logp[r0 + r] = (float)(zt[r] - lse);
-            if (ent) ent[r0 + r] = (float)h;
-        }
-    }
+    int64_t H = m->d.hidden;
+    for (int64_t r = 0; r < b->n_rows; r++)
+        memcpy(ws->hrows + r * H, ws->hf + b->rows[r] * H, (size_t)H * sizeof(float));
+    qn_logprob_forward(logp, ent ? ent : ws->row_tmp, ws->row_lse, ws->row_ez, ws->hrows,
+                       b->targets, m->gw.lm_head, (int)b->n_rows, (int)H, (int)m->d.vocab, temp,
+                       QN_VCHUNK, ws->head_scratch);
 }
 
 /* dlogp, dent -> ws->dh (rows of the final normed hidden state; zero elsewhere) */
 static void head_bwd(qn_model *m, qn_model_ws *ws, const qn_batch *b, const float *dlogp,
                      const float *dent) {
-    int64_t T = b->n_tokens, H = m->d.hidden, V = m->d.vocab;
-    const float *W = m->gw.lm_head;
-    float *dW = m->gg.lm_head;
-    float temp = ws->temperature, it = 1.0f / temp;
+    int64_t T = b->n_tokens, H = m->d.hidden;
     memset(ws->dh, 0, (size_t)(T * H) * sizeof(float));
-    for (int64_t r0 = 0; r0 < b->n_rows; r0 += QN_RBLOCK) {
-        int64_t nr = b->n_rows - r0 < QN_RBLOCK ? b->n_rows - r0 : QN_RBLOCK;
-        for (int64_t r = 0; r < nr; r++)
-            memcpy(ws->hrows + r * H, ws->hf + b->rows[r0 + r] * H, (size_t)H * sizeof(float));
-        memset(ws->dhrows, 0, (size_t)(nr * H) * sizeof(float));
-        for (int64_t v0 = 0; v0 < V; v0 += QN_VCHUNK) {
-            int64_t nv = V - v0 < QN_VCHUNK ? V - v0 : QN_VCHUNK;
-            mm_nt(nr, nv, H, ws->hrows, H, W + v0 * H, H, 0.0f, ws->logits, nv);
-#pragma omp parallel for schedule(static)
-            for (int64_t r = 0; r < nr; r++) {
-                float *z = ws->logits + r * nv;
-                float lse = ws->row_lse[r0 + r], h = ws->row_ent[r0 + r];
-                float gl = dlogp ? dlogp[r0 + r] : 0.0f, ge = dent ? dent[r0 + r] : 0.0f;
-                int32_t y = b->targets[r0 + r];
-                for (int64_t j = 0; j < nv; j++) {
-                    float lp = z[j] * it - lse, p = expf(lp);
-                    float g = -gl * p - ge * p * (lp + h);
-                    if (v0 + j == y) g += gl;
-                    z[j] = g * it;
-                }
-            }
-            mm_nn(nr, H, nv, ws->logits, nv, W + v0 * H, H, 1.0f, ws->dhrows, H);
-            mm_tn_acc(nv, H, nr, ws->logits, nv, ws->hrows, H, dW + v0 * H, H);
-        }
-        for (int64_t r = 0; r < nr; r++) {
-            float *dst = ws->dh + b->rows[r0 + r] * H;
-            for (int64_t c = 0; c < H; c++) dst[c] += ws->dhrows[r * H + c];
-        }
+    qn_logprob_backward(ws->dhrows, m->gg.lm_head, dlogp, dent, ws->row_lse, ws->row_ez,
+                        ws->hrows, b->targets, m->gw.lm_head, (int)b->n_rows, (int)H,
+                        (int)m->d.vocab, ws->temperature, QN_VCHUNK, 0, ws->head_scratch);
+    for (int64_t r = 0; r < b->n_rows; r++) {
+        float *dst = ws->dh + b->rows[r] * H;
+        const float *src = ws->dhrows + r * H;
+        for (int64_t c = 0; c < H; c++) dst[c] += src[c];
     }
 }
 
@@ -818,20 +454,20 @@ qn_status qn_model_forward(const qn_model *m, qn_model_ws *ws, const qn_batch *b
         return qn_fail(QN_ERR_RANGE, "model: temperature %g must be > 0", (double)temperature);
     const qn_model_desc *d = &m->d;
     int64_t T = b->n_tokens, H = d->hidden, NH = d->n_heads, NKV = d->n_kv_heads;
-    int64_t HD = d->head_dim, QD = NH * HD, KD = NKV * HD, half = d->rot_dim / 2;
+    int64_t HD = d->head_dim, QD = NH * HD, KD = NKV * HD;
     ws->temperature = temperature;
-    for (int64_t s = 0; s < b->n_seqs; s++)
+    int64_t longest = 0;
+    for (int64_t s = 0; s <= b->n_seqs; s++) ws->cu32[s] = (int32_t)b->cu_seqlens[s];
+    for (int64_t s = 0; s < b->n_seqs; s++) {
+        int64_t len = b->cu_seqlens[s + 1] - b->cu_seqlens[s];
+        if (len > longest) longest = len;
         for (int64_t t = b->cu_seqlens[s]; t < b->cu_seqlens[s + 1]; t++)
             ws->pos[t] = (int32_t)(t - b->cu_seqlens[s]);
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < T; t++) {
-        for (int64_t i = 0; i < half; i++) {
-            double inv = pow(d->rope_theta, -(double)(2 * i) / (double)d->rot_dim);
-            double a = (double)ws->pos[t] * inv;
-            ws->rope_cos[t * half + i] = (float)cos(a);
-            ws->rope_sin[t * half + i] = (float)sin(a);
-        }
     }
+    qn_rope_table(ws->rope_cos, ws->rope_sin, (int)longest, (int)d->rot_dim, d->rope_theta);
+    if (qn_attention_scratch_floats(ws->cu32, (int)b->n_seqs, (int)T, (int)NH, (int)NKV,
+                                    (int)HD) > ws->att_scratch_floats)
+        return qn_fail(QN_ERR_INTERNAL, "model: attention scratch too small for this batch");
     float *x = ws->layers[0].x_in;
     for (int64_t t = 0; t < T; t++)
         memcpy(x + t * H, m->gw.embed + (int64_t)b->tokens[t] * H, (size_t)H * sizeof(float));
@@ -848,14 +484,17 @@ qn_status qn_model_forward(const qn_model *m, qn_model_ws *ws, const qn_batch *b
             rmsnorm_fwd(T * NH, HD, L->q_raw, p->q_norm, d->rms_eps, L->q, L->qn_rstd);
             rmsnorm_fwd(T * NKV, HD, L->k_raw, p->k_norm, d->rms_eps, L->k, L->kn_rstd);
         }
-        rope_apply(T, NH, HD, d->rot_dim, ws->rope_cos, ws->rope_sin, L->q, 0);
-        rope_apply(T, NKV, HD, d->rot_dim, ws->rope_cos, ws->rope_sin, L->k, 0);
+        rope_apply(ws, T, NH, HD, d->rot_dim, L->q, 0);
+        rope_apply(ws, T, NKV, HD, d->rot_dim, L->k, 0);
         attn_fwd(d, ws, b, L);
         memcpy(L->x_mid, L->x_in, (size_t)(T * H) * sizeof(float));
         mm_nt(T, H, QD, L->att, QD, p->wo, QD, 1.0f, L->x_mid, H);
+        if (p->bo)
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t c = 0; c < H; c++) L->x_mid[t * H + c] += p->bo[c];
         rmsnorm_fwd(T, H, L->x_mid, p->post_norm, d->rms_eps, L->h2, L->rstd2);
         if (qn_model_layer_is_moe(d, l)) {
-            moe_fwd(d, ws, p, L, T, ws->dtmp);
+            moe_fwd(d, p, L, T, ws->dg, ws->dtmp);
             for (int64_t i = 0; i < T * H; i++) xo[i] = L->x_mid[i] + ws->dtmp[i];
         } else {
             memcpy(xo, L->x_mid, (size_t)(T * H) * sizeof(float));
@@ -891,10 +530,10 @@ qn_status qn_model_backward(qn_model *m, qn_model_ws *ws, const qn_batch *b, con
         }
         rmsnorm_bwd(T, H, L->x_mid, p->post_norm, L->rstd2, ws->dtmp, ws->dx, 1, gp->post_norm);
         /* attention: dx -> datt via o_proj */
-        linear_bwd(T, QD, H, L->att, p->wo, ws->dx, ws->datt, 0.0f, gp->wo, NULL);
+        linear_bwd(T, QD, H, L->att, p->wo, ws->dx, ws->datt, 0.0f, gp->wo, gp->bo);
         attn_bwd(d, ws, b, L);
-        rope_apply(T, NH, HD, d->rot_dim, ws->rope_cos, ws->rope_sin, ws->dq, 1);
-        rope_apply(T, NKV, HD, d->rot_dim, ws->rope_cos, ws->rope_sin, ws->dk, 1);
+        rope_apply(ws, T, NH, HD, d->rot_dim, ws->dq, 1);
+        rope_apply(ws, T, NKV, HD, d->rot_dim, ws->dk, 1);
         if (d->qk_norm) {
             /* datt is free now: reuse it for the grad of q_raw */
             rmsnorm_bwd(T * NH, HD, L->q_raw, p->q_norm, L->qn_rstd, ws->dq, ws->datt, 0,

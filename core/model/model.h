@@ -14,6 +14,12 @@
  * layout. Backward ADDS into parameter gradients and WRITES activation
  * gradients. MTP layers (model.layers.<num_hidden_layers>.*) are not part of
  * this model: they are counted separately and ignored on load.
+ *
+ * Routing follows HF Glm4MoeTopkRouter / Qwen3MoeSparseMoeBlock exactly,
+ * including masked_fill(0.0) for the groups left out; where that produces
+ * exactly equal choice scores, the lower expert index wins (HF's topk leaves
+ * ties unspecified). Checked against tests/ref/model_ref.py (float64) by
+ * tests/cli/test_model_ref.sh, and against transformers by scripts/check-hf.sh.
  */
 #ifndef QN_CORE_MODEL_MODEL_H
 #define QN_CORE_MODEL_MODEL_H
@@ -23,11 +29,11 @@
 
 #include "quench/status.h"
 
-typedef enum qn_router_kind {
-    QN_ROUTER_NONE = 0,    /* dense model */
-    QN_ROUTER_SIGMOID = 1, /* GLM-4.5, DeepSeek-V3 */
-    QN_ROUTER_SOFTMAX = 2, /* Qwen3-MoE */
-} qn_router_kind;
+typedef enum qn_model_router {
+    QN_MODEL_ROUTER_NONE = 0,    /* dense model */
+    QN_MODEL_ROUTER_SIGMOID = 1, /* GLM-4.5, DeepSeek-V3 */
+    QN_MODEL_ROUTER_SOFTMAX = 2, /* Qwen3-MoE */
+} qn_model_router;
 
 /* Everything the model needs from config.json, with HF defaults applied. */
 typedef struct qn_model_desc {
@@ -41,7 +47,8 @@ typedef struct qn_model_desc {
     int64_t n_mtp;            /* num_nextn_predict_layers: counted, not built */
     int64_t rot_dim;          /* head_dim * partial_rotary_factor, even */
     int qkv_bias, qk_norm, tied, norm_topk_prob, has_score_bias;
-    qn_router_kind router;
+    int o_bias; /* attention_bias also biases o_proj in Llama/Qwen3/Qwen3-MoE, not in GLM-4.5 */
+    qn_model_router router;
     double routed_scale, rope_theta, rms_eps;
     uint64_t mlp_only_mask;   /* Qwen3-MoE mlp_only_layers (layers < 64) */
 } qn_model_desc;
@@ -88,6 +95,7 @@ typedef enum qn_param_init {
     X(wv, "model.layers.%d.self_attn.v_proj.weight", 1, QN_KD, d->hidden, 1, QN_INIT_NORMAL, 1) \
     X(bv, "model.layers.%d.self_attn.v_proj.bias", 1, QN_KD, 0, d->qkv_bias, QN_INIT_NORMAL, 1) \
     X(wo, "model.layers.%d.self_attn.o_proj.weight", 1, d->hidden, QN_QD, 1, QN_INIT_NORMAL, 1) \
+    X(bo, "model.layers.%d.self_attn.o_proj.bias", 1, d->hidden, 0, d->o_bias, QN_INIT_NORMAL, 1) \
     X(q_norm, "model.layers.%d.self_attn.q_norm.weight", 1, d->head_dim, 0, d->qk_norm,        \
       QN_INIT_ONES, 1)                                                                          \
     X(k_norm, "model.layers.%d.self_attn.k_norm.weight", 1, d->head_dim, 0, d->qk_norm,        \
@@ -216,7 +224,10 @@ typedef struct qn_batch {
 } qn_batch;
 
 /* Activation arena of a model for batches up to max_tokens tokens and
- * max_rows requested rows, reserved once; forward/backward allocate nothing. */
+ * max_rows requested rows, reserved once; forward/backward allocate nothing.
+ * Sets OpenBLAS to one thread for the process: the model splits GEMMs over
+ * OpenMP threads itself (two thread pools spinning against each other cost
+ * more than half the time on 2 cores). */
 typedef struct qn_model_ws qn_model_ws;
 qn_status qn_model_ws_init(qn_model_ws **ws, const qn_model *m, int64_t max_tokens,
                            int64_t max_rows);

@@ -16,7 +16,7 @@
 #include <string.h>
 
 int qn_model_layer_is_moe(const qn_model_desc *d, int64_t l) {
-    if (d->router == QN_ROUTER_NONE || d->n_experts <= 0) return 0;
+    if (d->router == QN_MODEL_ROUTER_NONE || d->n_experts <= 0) return 0;
     if (l < d->first_dense) return 0;
     if (l < 64 && (d->mlp_only_mask >> l) & 1u) return 0;
     if (d->moe_step > 1 && (l + 1) % d->moe_step != 0) return 0;
@@ -45,6 +45,9 @@ qn_status qn_model_desc_from_config(const qn_model_config *c, const char *what,
     d->rms_eps = c->rms_norm_eps;
     d->rope_theta = c->rope.theta;
     d->qkv_bias = c->attention_bias;
+    /* HF: LlamaAttention, Qwen3Attention and Qwen3MoeAttention build o_proj
+     * with bias=config.attention_bias; Glm4MoeAttention with bias=False. */
+    d->o_bias = c->attention_bias && c->arch != QN_ARCH_GLM4_MOE;
     d->qk_norm = c->use_qk_norm;
     d->tied = c->tie_word_embeddings;
     d->n_mtp = c->num_nextn_predict_layers;
@@ -53,7 +56,7 @@ qn_status qn_model_desc_from_config(const qn_model_config *c, const char *what,
     d->topk_group = 1;
     d->routed_scale = 1.0;
     if (c->scoring != QN_MOE_SCORING_NONE) {
-        d->router = c->scoring == QN_MOE_SCORING_SIGMOID ? QN_ROUTER_SIGMOID : QN_ROUTER_SOFTMAX;
+        d->router = c->scoring == QN_MOE_SCORING_SIGMOID ? QN_MODEL_ROUTER_SIGMOID : QN_MODEL_ROUTER_SOFTMAX;
         d->n_experts = c->n_routed_experts;
         d->top_k = c->num_experts_per_tok;
         d->moe_intermediate = c->moe_intermediate_size;

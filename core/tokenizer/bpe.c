@@ -39,12 +39,13 @@ qn_status qn_token_ids_push(qn_token_ids *v, int32_t id) {
 }
 
 qn_encode_opts qn_encode_opts_default(void) {
-    return (qn_encode_opts){.parse_special = true, .add_special = false};
+    return (qn_encode_opts){.split_special = false, .add_special = false};
 }
 
 /* ---- BPE ------------------------------------------------------------- */
 
 static inline const qn_tok_merge_slot *merge_get(const qn_tokenizer *t, int32_t l, int32_t r) {
+    if (t->merge_cap == 0) return NULL; /* a vocabulary without merges */
     uint64_t key = ((uint64_t)(uint32_t)l << 32) | (uint32_t)r;
     uint64_t x = key;
     x ^= x >> 33;
@@ -369,11 +370,11 @@ static bool is_word(uint8_t b) {
 
 /* The added token starting at s[pos] (longest), or NULL. */
 static const qn_tok_added *match_added(const qn_tokenizer *t, const uint8_t *s, size_t n,
-                                       size_t pos, bool parse_special) {
+                                       size_t pos, bool split_special) {
     uint8_t b = s[pos];
     for (uint32_t k = t->added_start[b]; k < t->added_start[b + 1]; k++) {
         const qn_tok_added *a = &t->added[t->added_by_byte[k]];
-        if (a->special && !parse_special) continue;
+        if (a->special && split_special) continue;
         if (a->len > n - pos || memcmp(s + pos, a->content, a->len) != 0) continue;
         if (a->single_word && ((pos > 0 && is_word(s[pos - 1])) ||
                                (pos + a->len < n && is_word(s[pos + a->len]))))
@@ -387,7 +388,8 @@ qn_status qn_tokenizer_encode(const qn_tokenizer *t, const char *text, size_t le
                               const qn_encode_opts *opts, qn_token_ids *out) {
     qn_encode_opts o = opts ? *opts : qn_encode_opts_default();
     if (!text && len) return qn_fail(QN_ERR_INVALID, "tokenizer encode: NULL text");
-    const uint8_t *s = (const uint8_t *)text;
+    static const uint8_t empty[1];
+    const uint8_t *s = len ? (const uint8_t *)text : empty; /* no arithmetic on NULL */
     enc_ctx c = {.t = t, .out = out};
     qn_status st = QN_OK;
     for (int i = 0; i < t->n_re; i++) {
@@ -404,7 +406,7 @@ qn_status qn_tokenizer_encode(const qn_tokenizer *t, const char *text, size_t le
     while (pos < len) {
         const qn_tok_added *a = NULL;
         if (t->added_start[s[pos] + 1] > t->added_start[s[pos]])
-            a = match_added(t, s, len, pos, o.parse_special);
+            a = match_added(t, s, len, pos, o.split_special);
         if (!a) {
             pos++;
             continue;

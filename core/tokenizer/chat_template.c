@@ -639,9 +639,24 @@ qn_status qn_chat_template_detect(const char *jinja, qn_chat_template *out) {
         return QN_OK;
     }
     if (strstr(jinja, "<|im_start|>")) {
+        /* Refuse the ChatML variants whose differences quench does not
+         * render, rather than produce a near miss: Qwen3-Coder's XML tool
+         * calls, other default system prompts, thinking-only models
+         * (QwQ, Qwen3 *-Thinking-2507) that open <think> in the prompt. */
+        const char *why = NULL;
+        if (strstr(jinja, "<function=")) why = "XML tool calls (Qwen3-Coder)";
+        else if (strstr(jinja, "You are Qwen") && !strstr(jinja, k_qwen25_system))
+            why = "a default system prompt other than Qwen2.5's";
+        else if (strstr(jinja, "<think>") &&
+                 !(strstr(jinja, "last_query_index") && strstr(jinja, "enable_thinking")))
+            why = "<think> handling other than Qwen3's";
+        if (why)
+            return qn_fail(QN_ERR_UNSUPPORTED, "chat template: a ChatML template with %s is not "
+                           "one quench renders; pass --chat-template chatml|qwen2.5|qwen3|raw to "
+                           "choose one explicitly", why);
         out->kind = QN_CHAT_CHATML;
         if (strstr(jinja, k_qwen25_system)) out->default_system = k_qwen25_system;
-        if (strstr(jinja, "<think>") && strstr(jinja, "last_query_index")) out->qwen3_think = true;
+        if (strstr(jinja, "<think>")) out->qwen3_think = true;
         return QN_OK;
     }
     return qn_fail(QN_ERR_UNSUPPORTED, "chat template not recognised (known: GLM-4.5, ChatML); "
@@ -658,7 +673,7 @@ qn_status qn_chat_encode(const qn_tokenizer *tok, const qn_chat_template *tpl,
     char *text;
     size_t len;
     QN_CHECK(qn_chat_render(tpl, messages, opts, &text, &len));
-    qn_encode_opts eo = {.parse_special = true, .add_special = false};
+    qn_encode_opts eo = {.split_special = false, .add_special = false};
     qn_status st = qn_tokenizer_encode(tok, text, len, &eo, ids);
     free(text);
     return st;

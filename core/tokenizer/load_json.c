@@ -194,7 +194,7 @@ qn_status qn_tokenizer_parse_json(const char *json, size_t len, const char *name
     }
     const cJSON *e;
     cJSON_ArrayForEach(e, vocab) {
-        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > (1 << 28) ||
+        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > QN_TOK_MAX_ID ||
             e->valuedouble != (double)(int32_t)e->valuedouble) {
             st = qn_fail(QN_ERR_FORMAT, "%s: model.vocab: token '%s' has no valid id", name,
                          e->string);
@@ -262,7 +262,7 @@ qn_status qn_tokenizer_parse_json(const char *json, size_t len, const char *name
     cJSON_ArrayForEach(e, added) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
         const char *content = jstr(e, "content");
-        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble > (1 << 28) || !content) {
+        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble > QN_TOK_MAX_ID || !content) {
             st = qn_fail(QN_ERR_FORMAT, "%s: added_tokens[%zu]: needs id and content", name, ai);
             goto fail;
         }

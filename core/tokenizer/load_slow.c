@@ -55,7 +55,7 @@ qn_status qn_tokenizer_parse_slow(const char *vocab, size_t vocab_len, const cha
     }
     const cJSON *e;
     cJSON_ArrayForEach(e, vj) {
-        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > (1 << 28) ||
+        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > QN_TOK_MAX_ID ||
             e->valuedouble != (double)(int32_t)e->valuedouble) {
             st = qn_fail(QN_ERR_FORMAT, "%s: vocab.json: token '%s' has no valid id", name,
                          e->string);
@@ -208,7 +208,7 @@ qn_status qn_tokenizer_parse_tiktoken(const char *ranks, size_t len, const char 
         memcpy(num, ranks + sp + 1, nl);
         num[nl] = 0;
         long rank = strtol(num, &end, 10);
-        if (*end || rank < 0 || rank > (1 << 28)) {
+        if (*end || rank < 0 || rank > QN_TOK_MAX_ID) {
             st = qn_fail(QN_ERR_FORMAT, "%s: line %zu: bad rank '%s'", name, line_no, num);
             goto fail;
         }

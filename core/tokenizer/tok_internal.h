@@ -15,6 +15,10 @@
 #include "core/tokenizer/tokenizer.h"
 
 #define QN_TOK_MAX_REGEX 4
+/* Largest token id accepted (the id table is dense): 16x the largest real
+ * vocabularies (~256K), small enough that a hostile file cannot make the
+ * loader allocate gigabytes. */
+#define QN_TOK_MAX_ID (1 << 22)
 #define QN_TOK_MAX_AFFIX 8
 #define QN_TOK_CACHE_SLOTS 65536
 #define QN_TOK_CACHE_MAX_KEY 64

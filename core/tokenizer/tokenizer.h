@@ -91,15 +91,17 @@ qn_status qn_tokenizer_save_json(const qn_tokenizer *tok, const char *path);
 void qn_tokenizer_free(qn_tokenizer *tok);
 
 typedef struct qn_encode_opts {
-    /* Match added/special tokens ("<|im_start|>") in the text before BPE,
-     * as Hugging Face does by default. false treats them as plain text. */
-    bool parse_special;
+    /* false (the default): added/special tokens ("<|im_start|>") in the
+     * text are matched before BPE, as Hugging Face does by default. true:
+     * special ones are plain text (split_special_tokens=True). */
+    bool split_special;
     /* Add the tokens the tokenizer's post-processor adds around a single
      * sequence (GLM: "[gMASK]<sop>" in front; Qwen: none). */
     bool add_special;
 } qn_encode_opts;
 
-/* The defaults: parse_special = true, add_special = false. */
+/* The defaults, the same as a zeroed struct: split_special = false,
+ * add_special = false. */
 qn_encode_opts qn_encode_opts_default(void);
 
 /* Encodes len bytes of text and appends the ids to *out. opts may be NULL

@@ -73,7 +73,7 @@ void qn_tokenizer_free(qn_tokenizer *t) {
 }
 
 static qn_status ensure_id(qn_tokenizer *t, int32_t id) {
-    if (id < 0 || id > (1 << 28)) return qn_fail(QN_ERR_RANGE, "token id %d out of range", id);
+    if (id < 0 || id > QN_TOK_MAX_ID) return qn_fail(QN_ERR_RANGE, "token id %d out of range", id);
     if ((size_t)id < t->id_cap) {
         if (id >= t->n_ids) t->n_ids = id + 1;
         return QN_OK;
@@ -280,10 +280,10 @@ qn_status qn_tok_add_regex(qn_tokenizer *t, const char *pattern, const char *whe
     return QN_OK;
 }
 
-static const qn_tokenizer *g_sort_tok;
-static int cmp_added(const void *a, const void *b) {
-    const qn_tok_added *x = &g_sort_tok->added[*(const uint32_t *)a];
-    const qn_tok_added *y = &g_sort_tok->added[*(const uint32_t *)b];
+static int cmp_added(const void *a, const void *b, void *ctx) {
+    const qn_tokenizer *t = ctx;
+    const qn_tok_added *x = &t->added[*(const uint32_t *)a];
+    const qn_tok_added *y = &t->added[*(const uint32_t *)b];
     if ((uint8_t)x->content[0] != (uint8_t)y->content[0])
         return (uint8_t)x->content[0] < (uint8_t)y->content[0] ? -1 : 1;
     if (x->len != y->len) return x->len > y->len ? -1 : 1;
@@ -306,9 +306,7 @@ qn_status qn_tok_finish(qn_tokenizer *t, const char *where) {
     t->added_by_byte = malloc((t->n_added ? t->n_added : 1) * sizeof *t->added_by_byte);
     if (!t->added_by_byte) return qn_fail(QN_ERR_NOMEM, "tokenizer: out of memory");
     for (size_t i = 0; i < t->n_added; i++) t->added_by_byte[i] = (uint32_t)i;
-    g_sort_tok = t;
-    qsort(t->added_by_byte, t->n_added, sizeof *t->added_by_byte, cmp_added);
-    g_sort_tok = NULL;
+    qsort_r(t->added_by_byte, t->n_added, sizeof *t->added_by_byte, cmp_added, t);
     memset(t->added_start, 0, sizeof t->added_start);
     for (size_t i = 0; i < t->n_added; i++) t->added_start[(uint8_t)t->added[i].content[0] + 1]++;
     for (int b = 0; b < 256; b++) t->added_start[b + 1] += t->added_start[b];
@@ -421,7 +419,7 @@ qn_status qn_tok_apply_config(qn_tokenizer *t, const cJSON *config, const char *
             char *end;
             long id = strtol(e->string, &end, 10);
             const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "content");
-            if (*end || end == e->string || id < 0 || id > (1 << 28) || !cJSON_IsString(c))
+            if (*end || end == e->string || id < 0 || id > QN_TOK_MAX_ID || !cJSON_IsString(c))
                 return qn_fail(QN_ERR_FORMAT, "%s: added_tokens_decoder entry '%s' needs a "
                                "numeric id and a string content", where, e->string);
             qn_tok_added a = {.content = c->valuestring,

@@ -25,8 +25,8 @@ static int la_init(const char *config, void **state, char *err, size_t err_cap) 
     c->max_len = 400;
     if (config[0] != '\0') {
         char *end = NULL;
-        if (strncmp(config, "max_len=", 8) != 0 || (c->max_len = strtol(config + 8, &end, 10)) <= 0 ||
-            *end != '\0') {
+        if (strncmp(config, "max_len=", 8) != 0 ||
+            (c->max_len = strtol(config + 8, &end, 10)) <= 0 || *end != '\0') {
             snprintf(err, err_cap, "length_aware: config must be max_len=<positive int>, got '%s'",
                      config);
             free(c);
@@ -37,7 +37,9 @@ static int la_init(const char *config, void **state, char *err, size_t err_cap) 
     return QN_REWARD_OK;
 }
 
-static int is_word(char ch) { return isalnum((unsigned char)ch) || ch == '_'; }
+static int is_word(char ch) {
+    return isalnum((unsigned char)ch) || ch == '_';
+}
 
 static int contains_word(const char *text, const char *word) {
     size_t n = strlen(word);
@@ -65,7 +67,9 @@ static int la_score(void *state, const qn_reward_sample *s, qn_reward_score *out
     return QN_REWARD_OK;
 }
 
-static void la_free(void *state) { free(state); }
+static void la_free(void *state) {
+    free(state);
+}
 
 /* The table quench looks for: qn_reward_plugin_v1 (ABI version 1). */
 const qn_reward_api_v1 qn_reward_plugin_v1 = {

@@ -45,10 +45,12 @@
  *
  * Threads and isolation: by default every call happens in a worker process
  * (one sample at a time per process), so a plugin needs no locking and may
- * keep global state. A plugin that crashes, hangs past the timeout, returns
- * NaN/Inf or grows past the worker memory limit only fails that sample;
- * quench replaces the worker. With `--reward-isolation inline` calls happen in
- * the calling process and none of these protections exist.
+ * keep global state. A plugin that crashes, hangs past the timeout or grows
+ * past the worker memory limit only fails that sample (status crash,
+ * timeout, memory) and quench replaces the worker. With
+ * `--reward-isolation inline` calls happen in the calling process and none
+ * of these protections exist. In both modes a NaN or infinite value becomes
+ * status non_finite: a reward is never silently turned into a number.
  *
  * Memory: every pointer in qn_reward_sample is owned by quench and valid only
  * during the call. Strings are NUL-terminated UTF-8; `*_len` gives their
@@ -56,7 +58,8 @@
  *
  * Compatibility rules: a version's struct is never changed after release;
  * new entry points go into a new version (qn_reward_api_v2, exported as
- * <base>_v2), which starts with the same first fields. Enum values are never renumbered.
+ * <base>_v2), which starts with the same first fields. Enum values are
+ * never renumbered.
  */
 #ifndef QUENCH_REWARD_H
 #define QUENCH_REWARD_H
@@ -83,56 +86,56 @@ extern "C" {
 
 /* Status of one score. A plugin returns OK or ERROR; quench assigns the
  * others when it sees what happened. X(name, value, json string). */
-#define QN_REWARD_STATUS_LIST(X)                                           \
-    X(QN_REWARD_OK, 0, "ok")                                               \
-    X(QN_REWARD_ERROR, 1, "error")                                         \
-    X(QN_REWARD_TIMEOUT, 2, "timeout")                                     \
-    X(QN_REWARD_CRASH, 3, "crash")                                         \
-    X(QN_REWARD_NON_FINITE, 4, "non_finite")                               \
-    X(QN_REWARD_MEMORY, 5, "memory")                                       \
-    X(QN_REWARD_MISSING_KEY, 6, "missing_key")                             \
-    X(QN_REWARD_HTTP_ERROR, 7, "http_error")                               \
-    X(QN_REWARD_NETWORK_ERROR, 8, "network_error")                         \
+#define QN_REWARD_STATUS_LIST(X)                                                                   \
+    X(QN_REWARD_OK, 0, "ok")                                                                       \
+    X(QN_REWARD_ERROR, 1, "error")                                                                 \
+    X(QN_REWARD_TIMEOUT, 2, "timeout")                                                             \
+    X(QN_REWARD_CRASH, 3, "crash")                                                                 \
+    X(QN_REWARD_NON_FINITE, 4, "non_finite")                                                       \
+    X(QN_REWARD_MEMORY, 5, "memory")                                                               \
+    X(QN_REWARD_MISSING_KEY, 6, "missing_key")                                                     \
+    X(QN_REWARD_HTTP_ERROR, 7, "http_error")                                                       \
+    X(QN_REWARD_NETWORK_ERROR, 8, "network_error")                                                 \
     X(QN_REWARD_BAD_RESPONSE, 9, "bad_response")
 
 typedef enum qn_reward_status {
 #define QN_REWARD_STATUS_ENUM_(name, value, str) name = value,
     QN_REWARD_STATUS_LIST(QN_REWARD_STATUS_ENUM_)
 #undef QN_REWARD_STATUS_ENUM_
-    QN_REWARD_STATUS_COUNT
+        QN_REWARD_STATUS_COUNT
 } qn_reward_status;
 
 /* One sample as the plugin sees it. */
 typedef struct qn_reward_sample {
-    const char *prompt;            /* prompt text after the chat template */
+    const char *prompt; /* prompt text after the chat template */
     size_t prompt_len;
-    const int32_t *prompt_ids;     /* may be NULL with n_prompt_ids == 0 */
+    const int32_t *prompt_ids; /* may be NULL with n_prompt_ids == 0 */
     size_t n_prompt_ids;
-    const char *response;          /* generated text */
+    const char *response; /* generated text */
     size_t response_len;
-    const int32_t *response_ids;   /* may be NULL with n_response_ids == 0 */
+    const int32_t *response_ids; /* may be NULL with n_response_ids == 0 */
     size_t n_response_ids;
-    const char *label;             /* dataset label ("" when none) */
-    const char *metadata_json;     /* JSON object text ("{}" when none) */
-    const char *finish_reason;     /* "stop", "length", "abort" or "" */
-    uint32_t group_index;          /* which prompt group (0-based, per batch) */
-    uint32_t sample_index;         /* index inside the group */
+    const char *label;         /* dataset label ("" when none) */
+    const char *metadata_json; /* JSON object text ("{}" when none) */
+    const char *finish_reason; /* "stop", "length", "abort" or "" */
+    uint32_t group_index;      /* which prompt group (0-based, per batch) */
+    uint32_t sample_index;     /* index inside the group */
 } qn_reward_sample;
 
 /* One score. Fixed size and pointer-free so it can cross process borders. */
 typedef struct qn_reward_score {
-    double value;                                   /* the reward */
-    int32_t status;                                 /* qn_reward_status */
-    uint32_t n_named;                               /* entries used below */
+    double value;     /* the reward */
+    int32_t status;   /* qn_reward_status */
+    uint32_t n_named; /* entries used below */
     char names[QN_REWARD_MAX_NAMED][QN_REWARD_NAME_CAP];
     double named[QN_REWARD_MAX_NAMED];
-    char message[QN_REWARD_MESSAGE_CAP];            /* why it failed; "" if ok */
+    char message[QN_REWARD_MESSAGE_CAP]; /* why it failed; "" if ok */
 } qn_reward_score;
 
 typedef struct qn_reward_api_v1 {
-    uint32_t abi_version;   /* must be 1 */
-    uint32_t struct_size;   /* sizeof(qn_reward_api_v1) */
-    const char *name;       /* shown in logs; may be NULL */
+    uint32_t abi_version; /* must be 1 */
+    uint32_t struct_size; /* sizeof(qn_reward_api_v1) */
+    const char *name;     /* shown in logs; may be NULL */
     int (*init)(const char *config, void **state, char *err, size_t err_cap);
     int (*score)(void *state, const qn_reward_sample *sample, qn_reward_score *out);
     int (*score_group)(void *state, const qn_reward_sample *samples, size_t n,
@@ -146,7 +149,8 @@ typedef struct qn_reward_api_v1 {
 static inline int qn_reward_score_set_named(qn_reward_score *s, const char *name, double v) {
     if (s->n_named >= QN_REWARD_MAX_NAMED) return -1;
     size_t i = 0;
-    for (; name[i] && i + 1 < QN_REWARD_NAME_CAP; i++) s->names[s->n_named][i] = name[i];
+    for (; name[i] && i + 1 < QN_REWARD_NAME_CAP; i++)
+        s->names[s->n_named][i] = name[i];
     s->names[s->n_named][i] = '\0';
     s->named[s->n_named++] = v;
     return 0;

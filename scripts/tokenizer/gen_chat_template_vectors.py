@@ -6,7 +6,7 @@ ensure_ascii=False) and writes tests/data/tokenizer/chat_template_vectors.json,
 which tests/unit/test_tokenizer_chat.c compares quench's C renderer against.
 
 Needs jinja2 (PyPI). Run from the repository root:
-    python3 scripts/tokenizer/gen_chat_template_vectors.py [FIXTURES_DIR]
+    [QN_FIXTURES=DIR] python3 scripts/tokenizer/gen_chat_template_vectors.py [FIXTURES_DIR]
 quench itself never runs this; the output file is committed.
 """
 import json
@@ -17,7 +17,8 @@ import jinja2
 import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-fixtures = sys.argv[1] if len(sys.argv) > 1 else os.path.join("..", "shared", "fixtures")
+fixtures = sys.argv[1] if len(sys.argv) > 1 else os.environ.get(
+    "QN_FIXTURES", os.path.join("..", "shared", "fixtures"))
 templates = {
     "glm45": os.path.join(fixtures, "glm45_config_rtpllm", "chat_template.jinja"),
     "qwen2.5": os.path.join(fixtures, "chat_templates", "Qwen-Qwen2.5-7B-Instruct.jinja"),

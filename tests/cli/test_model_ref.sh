@@ -9,7 +9,7 @@
 #   tiny_llama_tied  dense Llama, tied embeddings, qkv bias, no QK-norm
 # For each: `quench init-model`, then at temperature 1.0 and 0.7
 # `quench logprobs` (packed into micro-batches of <= 50 tokens) and
-# `quench grad` (one packed batch) on mixed-length sequences; the reference
+# `quench grad` (packed batches of <= 8192 tokens) on mixed-length sequences; the reference
 # runs every sequence alone. Tolerances (issue 3): |logprob err| <= 2e-5,
 # |entropy err| <= 2e-5, every parameter grad within 1e-4 relative.
 # Also: a bf16 checkpoint loads, and broken checkpoints fail naming the tensor.
@@ -26,13 +26,13 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
-run_model() { # name init_std
-    local name=$1 std=$2 cfg=$SRC/tests/ref/configs/$1.json
+run_model() { # name init_std lengths
+    local name=$1 std=$2 lens=$3 cfg=$SRC/tests/ref/configs/$1.json
     local vocab
     vocab=$($PY -c "import json,sys;print(json.load(open(sys.argv[1]))['vocab_size'])" "$cfg")
     "$Q" init-model --config "$cfg" --out "$TMP/$name" --seed 11 --init-std "$std" \
         --score-bias-std 0.1 >/dev/null
-    $PY "$REF" gen --vocab "$vocab" --seed 7 --lens 17,5,40,2,33,9 --out "$TMP/$name.in.jsonl"
+    $PY "$REF" gen --vocab "$vocab" --seed 7 --lens "$lens" --out "$TMP/$name.in.jsonl"
     local cases=()
     for T in 1.0 0.7; do
         "$Q" logprobs --model "$TMP/$name" --input "$TMP/$name.in.jsonl" --temperature "$T" \
@@ -44,10 +44,13 @@ run_model() { # name init_std
     $PY "$REF" check --model "$TMP/$name" --input "$TMP/$name.in.jsonl" "${cases[@]}"
 }
 
-run_model tiny_glm45 0.3
-run_model tiny_qwen3moe 0.3
-run_model tiny_qwen3_tied 0.3
-run_model tiny_llama_tied 0.15
+# lengths: mixed; the GLM set has sequences longer than the attention query
+# block (64), than --max-tokens 50 (a batch of their own) and more response
+# rows than the head's row block (256)
+run_model tiny_glm45 0.3 17,5,140,2,33,9,230
+run_model tiny_qwen3moe 0.3 17,5,40,2,33,9,70
+run_model tiny_qwen3_tied 0.3 17,5,40,2,33,9
+run_model tiny_llama_tied 0.15 17,5,40,2,33,9
 
 echo "== bf16 checkpoint"
 "$Q" init-model --config "$SRC/tests/ref/configs/tiny_glm45.json" --out "$TMP/bf" --seed 11 \

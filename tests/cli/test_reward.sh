@@ -2,8 +2,8 @@
 # test_reward.sh — `quench reward` end to end: the example plugin
 # (examples/reward-plugin) is built out of tree against the installed
 # reward.h (Makefile and CMake), loaded with --custom-rm-path, and scored;
-# --reward-key, --rm-config, init failures, built-ins, bad input lines and
-# usage errors. Needs QN_BIN and QN_SOURCE (set by ctest).
+# --reward-key, --rm-config, init failures, built-ins, bad input lines,
+# failure statuses and policies, usage errors. Needs QN_BIN and QN_SOURCE (set by ctest).
 set -euo pipefail
 : "${QN_BIN:?}" "${QN_SOURCE:?}"
 BUILD=$(cd "$(dirname "$QN_BIN")/.." && pwd)
@@ -14,14 +14,16 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 # the header alone, installed where a plugin author would get it
 cmake --install "$BUILD" --component reward-dev --prefix "$TMP/prefix" >/dev/null
 test -f "$TMP/prefix/include/quench/reward.h" || fail "reward.h not installed"
-test "$(find "$TMP/prefix" -type f | wc -l)" -eq 1 || fail "reward-dev installs more than the header"
+test "$(find "$TMP/prefix" -type f | wc -l)" -eq 1 \
+    || fail "reward-dev installs more than the header"
 
 # out-of-tree builds: Makefile and CMake, nothing written into the source tree
 make -s -C "$QN_SOURCE/examples/reward-plugin" QUENCH_PREFIX="$TMP/prefix" BUILD="$TMP/plugin" \
     || fail "example plugin Makefile build"
 SO="$TMP/plugin/liblength_aware.so"
 test -f "$SO" || fail "no $SO"
-cmake -S "$QN_SOURCE/examples/reward-plugin" -B "$TMP/cmake" -DQUENCH_PREFIX="$TMP/prefix" >/dev/null
+cmake -S "$QN_SOURCE/examples/reward-plugin" -B "$TMP/cmake" -DQUENCH_PREFIX="$TMP/prefix" \
+    >/dev/null
 cmake --build "$TMP/cmake" >/dev/null || fail "example plugin CMake build"
 test -f "$TMP/cmake/liblength_aware.so" || fail "CMake build made no liblength_aware.so"
 
@@ -58,7 +60,8 @@ set +e
 rc=$?
 set -e
 test $rc -eq 1 || fail "bad config: exit $rc"
-grep -q "max_len=<positive int>" "$TMP/err.txt" || fail "init message missing: $(cat "$TMP/err.txt")"
+grep -q "max_len=<positive int>" "$TMP/err.txt" \
+    || fail "init message missing: $(cat "$TMP/err.txt")"
 
 # a built-in, with one bad line among good ones: all lines answered in order
 cat >"$TMP/math.jsonl" <<'J'
@@ -76,6 +79,33 @@ test $rc -eq 1 || fail "bad input line should give exit 1, got $rc"
 grep -q "line 3" "$TMP/err.txt" || fail "bad line not named"
 check "$TMP/out.jsonl" "[r['status'] for r in rows] == ['ok', 'ok', 'bad_input', 'ok', 'ok']"
 check "$TMP/out.jsonl" "[r['reward'] for r in rows] == [1, 1, None, 1, 0]"
+
+# failures in the output: a crashing plugin (built by the test build) with
+# groups of two; drop marks the group, zero scores 0 but keeps the reason
+CRASHY="$BUILD/lib/qn_testplug_segv.so"
+cat >"$TMP/crash.jsonl" <<'J'
+{"prompt": "p", "response": "a", "label": "ok"}
+{"prompt": "p", "response": "b", "label": "crash"}
+{"prompt": "p", "response": "c", "label": "ok"}
+{"prompt": "p", "response": "d", "label": "ok"}
+J
+"$QN_BIN" reward --custom-rm-path "$CRASHY" --input "$TMP/crash.jsonl" --group-size 2 \
+    >"$TMP/out.jsonl" 2>"$TMP/err.txt" || fail "crash run (drop)"
+check "$TMP/out.jsonl" "[r['status'] for r in rows] == ['ok', 'crash', 'ok', 'ok']"
+check "$TMP/out.jsonl" "rows[1]['reward'] is None and 'signal 11' in rows[1]['message']"
+check "$TMP/out.jsonl" "[r.get('group_dropped', False) for r in rows] == [True, True, False, False]"
+grep -q "crash=1; groups dropped 1/2; workers restarted 1" "$TMP/err.txt" \
+    || fail "summary: $(cat "$TMP/err.txt")"
+"$QN_BIN" reward --custom-rm-path "$CRASHY" --input "$TMP/crash.jsonl" --reward-failure zero \
+    >"$TMP/out.jsonl" 2>/dev/null || fail "crash run (zero)"
+check "$TMP/out.jsonl" "rows[1]['reward'] == 0 and rows[1]['status'] == 'crash'"
+set +e
+"$QN_BIN" reward --custom-rm-path "$CRASHY" --input "$TMP/crash.jsonl" --reward-failure fail \
+    >"$TMP/out.jsonl" 2>"$TMP/err.txt"
+rc=$?
+set -e
+test $rc -eq 1 && grep -q "sample 1 (group 1) failed: crash" "$TMP/err.txt" \
+    || fail "fail policy: rc=$rc $(cat "$TMP/err.txt")"
 
 # usage errors
 set +e

@@ -26,7 +26,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (qn_st_numel(t) * qn_dtype_size(t->dtype) != t->nbytes) abort();
         const uint8_t *p = t->data;
         if (t->nbytes && (p < data || p + t->nbytes > data + size)) abort();
-        for (uint64_t k = 0; k < t->nbytes; k++) sink ^= p[k];
+        for (uint64_t k = 0; k < t->nbytes; k++)
+            sink ^= p[k];
         total += t->nbytes;
         if (qn_dtype_is_float(t->dtype) && t->nbytes <= 1 << 16) {
             size_t n = (size_t)qn_st_numel(t);

@@ -60,7 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static qn_tokenizer *t;
     if (!t) t = build();
     for (int parse = 0; parse < 2; parse++) {
-        qn_encode_opts o = {.parse_special = parse, .add_special = false};
+        qn_encode_opts o = {.split_special = parse, .add_special = false};
         qn_token_ids ids = {0};
         if (qn_tokenizer_encode(t, (const char *)data, size, &o, &ids) != QN_OK) abort();
         char *back;

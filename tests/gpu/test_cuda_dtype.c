@@ -25,7 +25,9 @@ static float bits_f32(uint32_t u) {
     return x;
 }
 
-static int bf16_is_nan(uint16_t h) { return (h & 0x7F80u) == 0x7F80u && (h & 0x7Fu) != 0; }
+static int bf16_is_nan(uint16_t h) {
+    return (h & 0x7F80u) == 0x7F80u && (h & 0x7Fu) != 0;
+}
 
 int main(void) {
     if (qn_cuda_device_count() == 0) {

@@ -13,6 +13,8 @@ Subcommands:
          --logprobs OUT.jsonl --grads GRADS.safetensors [--tol-lp 2e-5]
          [--tol-ent 2e-5] [--tol-grad 1e-4] [--case T OUT.jsonl GRADS ...]
          compares quench's outputs with the reference; exit 1 on any miss.
+         With --hf the reference is transformers' AutoModelForCausalLM
+         (float64, eager attention) instead of this file's model.
   bench  --config CONFIG.json --seqs N --len L --threads K --iters I
          float32 forward+backward tokens/s of the same model (random weights)
 
@@ -116,6 +118,8 @@ class Cfg:
         self.rot = int(self.HD * prf)
         self.tied = bool(c.get("tie_word_embeddings", False))
         self.bias = bool(c.get("attention_bias", False))
+        # Llama / Qwen3 / Qwen3-MoE put that bias on o_proj too; GLM-4.5 does not
+        self.o_bias = self.bias and mt != "glm4_moe"
         self.qk_norm = mt in ("qwen3", "qwen3_moe") or bool(c.get("use_qk_norm", False))
         self.moe = mt in ("glm4_moe", "qwen3_moe")
         if mt == "glm4_moe":
@@ -168,6 +172,15 @@ def swiglu(x, g, u, d):
     return (torch.nn.functional.silu(x @ g.T) * (x @ u.T)) @ d.T
 
 
+def topk_idx(v, k):
+    """Indices of the k largest values per row; equal values go to the lower
+    index. Exact ties do happen: HF masks the groups left out with 0.0, and a
+    score plus a negative e_score_correction_bias can fall below that, so
+    several masked experts may tie at 0.0 for the last places. torch.topk
+    leaves the order of ties unspecified; quench takes the lower index."""
+    return torch.sort(v, dim=-1, descending=True, stable=True).indices[:, :k]
+
+
 def moe(cfg, P, pre, x):
     S = x.shape[0]
     logits = x @ P[pre + "mlp.gate.weight"].T  # [S, E]
@@ -184,10 +197,10 @@ def moe(cfg, P, pre, x):
         g = choice.view(S, cfg.n_group, per)
         gscore = g.topk(2, dim=-1).values.sum(-1)  # [S, G]
         keep = torch.zeros(S, cfg.n_group, dtype=torch.bool)
-        keep.scatter_(1, gscore.topk(cfg.topk_group, dim=-1).indices, True)
+        keep.scatter_(1, topk_idx(gscore, cfg.topk_group), True)
         mask = keep[:, :, None].expand(S, cfg.n_group, per).reshape(S, cfg.E)
         choice = choice.masked_fill(~mask, 0.0)
-    idx = choice.topk(cfg.K, dim=-1).indices  # [S, K]
+    idx = topk_idx(choice, cfg.K)  # [S, K]
     w = scores.gather(1, idx)
     if cfg.norm_topk:
         w = w / (w.sum(-1, keepdim=True) + 1e-20)
@@ -240,6 +253,8 @@ def hidden(cfg, P, tokens):
         sc = sc.masked_fill(~causal, float("-inf"))
         o = torch.einsum("hij,jhc->ihc", torch.softmax(sc, dim=-1), v).reshape(S, cfg.NH * cfg.HD)
         x = x + o @ P[a + "o_proj.weight"].T
+        if cfg.o_bias:
+            x = x + P[a + "o_proj.bias"]
         h = rmsnorm(x, P[pre + "post_attention_layernorm.weight"], cfg.eps)
         if cfg.is_moe(l):
             x = x + moe(cfg, P, pre, h)
@@ -301,10 +316,54 @@ def cmd_check(a):
     return 0 if ok else 1
 
 
+def hf_setup(model_dir):
+    """Hugging Face transformers' own model class on the same checkpoint
+    (scripts/check-hf.sh). Returns (logprob function, {name: grad getter}).
+    Checkpoint keys that transformers does not load, or parameters it had to
+    initialise itself, are failures: they mean a name is wrong. Newer
+    transformers fuse the per-expert tensors into experts.gate_up_proj
+    [E, 2F, C] (gate rows first) and experts.down_proj [E, C, F]; their
+    gradients are split back into the per-expert checkpoint names."""
+    import transformers
+    model, info = transformers.AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=torch.float64, attn_implementation="eager",
+        experts_implementation="eager", output_loading_info=True)
+    bad = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys",
+                                                           "mismatched_keys")}
+    if bad:
+        raise SystemExit(f"FAIL: transformers loading {model_dir}: {bad}")
+    model.train(False)
+    grads = {}
+    for n, p in model.named_parameters():
+        if n.endswith("experts.gate_up_proj"):
+            pre, F = n[: -len("gate_up_proj")], p.shape[1] // 2
+            for e in range(p.shape[0]):
+                grads[f"{pre}{e}.gate_proj.weight"] = (lambda p=p, e=e, F=F: p.grad[e, :F])
+                grads[f"{pre}{e}.up_proj.weight"] = (lambda p=p, e=e, F=F: p.grad[e, F:])
+        elif n.endswith("experts.down_proj"):
+            pre = n[: -len("down_proj")]
+            for e in range(p.shape[0]):
+                grads[f"{pre}{e}.down_proj.weight"] = (lambda p=p, e=e: p.grad[e])
+        else:
+            grads[n] = (lambda p=p: p.grad)
+
+    def fn(tokens, k, temp):
+        out = model(input_ids=torch.tensor([tokens]), use_cache=False)
+        z = out.logits[0, k - 1:len(tokens) - 1].to(torch.float64) / temp
+        lsm = torch.log_softmax(z, dim=-1)
+        lp = lsm.gather(1, torch.tensor(tokens[k:])[:, None])[:, 0]
+        return lp, -(lsm.exp() * lsm).sum(-1)
+    return fn, grads
+
+
 def check_one(a, temperature, lp_path, g_path):
     with open(os.path.join(a.model, "config.json")) as f:
         cfg = Cfg(json.load(f))
-    P = load_params(a.model, torch.float64, True)
+    if a.hf:
+        hf_fn, grad_of = hf_setup(a.model)
+    else:
+        P = load_params(a.model, torch.float64, True)
+        grad_of = {n: (lambda t=t: t.grad) for n, t in P.items() if t.requires_grad}
     with open(a.input) as f:
         recs = [json.loads(l) for l in f if l.strip()]
     with open(lp_path) as f:
@@ -316,7 +375,10 @@ def check_one(a, temperature, lp_path, g_path):
     max_lp = max_ent = 0.0
     loss = 0.0
     for r, o in zip(recs, outs):
-        lp, ent = seq_logprobs(cfg, P, r["tokens"], r["response_start"], temperature)
+        if a.hf:
+            lp, ent = hf_fn(r["tokens"], r["response_start"], temperature)
+        else:
+            lp, ent = seq_logprobs(cfg, P, r["tokens"], r["response_start"], temperature)
         qlp = np.array(o["logprobs"], dtype=np.float64)
         qent = np.array(o["entropy"], dtype=np.float64)
         if qlp.shape != tuple(lp.shape) or qent.shape != tuple(ent.shape):
@@ -337,16 +399,16 @@ def check_one(a, temperature, lp_path, g_path):
     if g_path:
         loss.backward()
         G = st_read(g_path)
-        want = {n for n, t in P.items() if t.requires_grad}
+        want = set(grad_of)
         if set(G) != want:
             print(f"FAIL: gradient names differ: missing {sorted(want - set(G))[:5]}, "
                   f"extra {sorted(set(G) - want)[:5]}")
             return 1
         worst, worst_name = 0.0, ""
         for n in sorted(want):
-            ref = P[n].grad
-            ref = np.zeros(P[n].shape) if ref is None else ref.numpy()
             got = G[n]
+            ref = grad_of[n]()
+            ref = np.zeros(got.shape) if ref is None else ref.detach().to(torch.float64).numpy()
             if got.shape != ref.shape or not np.all(np.isfinite(got)):
                 print(f"FAIL: grad {n}: shape {got.shape} vs {ref.shape} or non-finite")
                 return 1
@@ -371,21 +433,22 @@ def cmd_bench(a):
     P = load_params(a.model, torch.float32, True)
     rng = random.Random(0)
     seqs = [[rng.randrange(cfg.V) for _ in range(a.len)] for _ in range(a.seqs)]
-    best = math.inf
+    best = best_cpu = math.inf
     for it in range(a.iters + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = 0.0
         for s in seqs:
             lp, ent = seq_logprobs(cfg, P, s, 1, 1.0)
             loss = loss + lp.sum() + 0.1 * ent.sum()
         loss.backward()
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         for t in P.values():
             t.grad = None
         if it > 0:  # the first iteration warms up
-            best = min(best, dt)
-    tps = a.seqs * a.len / best
-    print(json.dumps({"tokens_per_s": tps, "seconds": best}))
+            best, best_cpu = min(best, dt), min(best_cpu, dc)
+    n = a.seqs * a.len
+    print(json.dumps({"tokens_per_s": n / best, "tokens_per_cpu_s": n / best_cpu,
+                      "seconds": best, "cpu_seconds": best_cpu}))
     return 0
 
 
@@ -409,6 +472,8 @@ def main():
     c.add_argument("--tol-ent", type=float, default=2e-5)
     c.add_argument("--tol-grad", type=float, default=1e-4)
     c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--hf", action="store_true",
+                   help="compare with transformers' model classes instead (needs transformers)")
     b = sub.add_parser("bench")
     b.add_argument("--config", required=True)
     b.add_argument("--model", required=True)

@@ -16,7 +16,8 @@ POST / with {"prompt", "response", "label"}; the response text says what to do:
   named:<x>:<y>          200 {"reward": x, "acc": y}
   number:<x>             200 with the bare JSON number x
 Anything else is scored by --delay seconds of sleep and reward 1 (for
-throughput runs). GET /stats returns {"requests": n, "by_text": {...}}.
+throughput runs). GET /stats returns {"requests": n, "connections": c,
+"by_text": {text: count}}; c counts TCP connections accepted (this GET's too).
 """
 import argparse
 import json
@@ -28,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 lock = threading.Lock()
 counts = {}
 total = [0]
+connections = [0]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -36,6 +38,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, fmt, *args):
         pass
+
+    def setup(self):
+        super().setup()
+        with lock:  # one handler per TCP connection: counts connection reuse
+            connections[0] += 1
 
     def reply(self, code, body):
         data = body.encode()
@@ -49,7 +56,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         with lock:
-            self.reply(200, json.dumps({"requests": total[0], "by_text": counts}))
+            self.reply(200, json.dumps({"requests": total[0], "connections": connections[0],
+                                        "by_text": counts}))
 
     def do_POST(self):
         length = int(self.headers.get("Content-Length", "0"))

@@ -35,26 +35,40 @@ static float bits_f32(uint32_t u) {
  * checks below derive every expected value from the definition. */
 typedef struct fmt {
     const char *name;
-    int bits;        /* total width */
-    int mbits;       /* mantissa bits */
+    int bits;  /* total width */
+    int mbits; /* mantissa bits */
     int bias;
-    int has_inf;     /* IEEE-style all-ones exponent (bf16, f16) vs e4m3fn */
+    int has_inf; /* IEEE-style all-ones exponent (bf16, f16) vs e4m3fn */
     uint32_t (*enc)(float);
     float (*dec)(uint32_t);
 } fmt;
 
-static uint32_t enc_bf16(float x) { return qn_f32_to_bf16(x); }
-static float dec_bf16(uint32_t h) { return qn_bf16_to_f32((uint16_t)h); }
-static uint32_t enc_f16(float x) { return qn_f32_to_f16(x); }
-static float dec_f16(uint32_t h) { return qn_f16_to_f32((uint16_t)h); }
-static uint32_t enc_fp8(float x) { return qn_f32_to_fp8e4m3(x); }
-static float dec_fp8(uint32_t b) { return qn_fp8e4m3_to_f32((uint8_t)b); }
+static uint32_t enc_bf16(float x) {
+    return qn_f32_to_bf16(x);
+}
+static float dec_bf16(uint32_t h) {
+    return qn_bf16_to_f32((uint16_t)h);
+}
+static uint32_t enc_f16(float x) {
+    return qn_f32_to_f16(x);
+}
+static float dec_f16(uint32_t h) {
+    return qn_f16_to_f32((uint16_t)h);
+}
+static uint32_t enc_fp8(float x) {
+    return qn_f32_to_fp8e4m3(x);
+}
+static float dec_fp8(uint32_t b) {
+    return qn_fp8e4m3_to_f32((uint8_t)b);
+}
 
 static const fmt k_bf16 = {"bf16", 16, 7, 127, 1, enc_bf16, dec_bf16};
 static const fmt k_f16 = {"f16", 16, 10, 15, 1, enc_f16, dec_f16};
 static const fmt k_fp8 = {"e4m3fn", 8, 3, 7, 0, enc_fp8, dec_fp8};
 
-static uint32_t sign_bit(const fmt *f) { return 1u << (f->bits - 1); }
+static uint32_t sign_bit(const fmt *f) {
+    return 1u << (f->bits - 1);
+}
 
 static int code_is_nan(const fmt *f, uint32_t c) {
     uint32_t mag = c & (sign_bit(f) - 1);
@@ -125,8 +139,8 @@ static void check_midpoints(const fmt *f) {
             uint32_t even = (c & 1) ? c + 1 : c;
             uint32_t got = f->enc(midf);
             if (got != (s | even))
-                fail_msg("%s: midpoint %.9g of 0x%x/0x%x -> 0x%x, want even 0x%x", f->name,
-                         mid, s | c, s | (c + 1), got, s | even);
+                fail_msg("%s: midpoint %.9g of 0x%x/0x%x -> 0x%x, want even 0x%x", f->name, mid,
+                         s | c, s | (c + 1), got, s | even);
             float toward_lo = nextafterf(midf, (float)lo);
             float toward_hi = nextafterf(midf, (float)hi);
             got = f->enc(toward_lo);
@@ -134,8 +148,8 @@ static void check_midpoints(const fmt *f) {
                 fail_msg("%s: %.9g (just inside 0x%x) -> 0x%x", f->name, toward_lo, s | c, got);
             got = f->enc(toward_hi);
             if (got != (s | (c + 1)))
-                fail_msg("%s: %.9g (just inside 0x%x) -> 0x%x", f->name, toward_hi,
-                         s | (c + 1), got);
+                fail_msg("%s: %.9g (just inside 0x%x) -> 0x%x", f->name, toward_hi, s | (c + 1),
+                         got);
         }
     }
 }
@@ -223,13 +237,13 @@ static void test_subnormals(void **state) {
         float tiny = ldexpf(1.0f, 1 - f->bias - f->mbits);
         assert_int_equal(f->enc(tiny), 1);
         assert_int_equal(f->enc(-tiny), sign_bit(f) | 1);
-        assert_int_equal(f->enc(tiny / 2), 0);                            /* tie -> even 0 */
-        assert_int_equal(f->enc(nextafterf(tiny / 2, 1.0f)), 1);          /* just above */
-        assert_int_equal(f->enc(-tiny / 2), sign_bit(f));                 /* -0 */
-        assert_int_equal(f->enc(tiny * 1.5f), 2);                         /* tie 1|2 -> 2 */
-        assert_int_equal(f->enc(tiny * 2.5f), 2);                         /* tie 2|3 -> 2 */
+        assert_int_equal(f->enc(tiny / 2), 0);                   /* tie -> even 0 */
+        assert_int_equal(f->enc(nextafterf(tiny / 2, 1.0f)), 1); /* just above */
+        assert_int_equal(f->enc(-tiny / 2), sign_bit(f));        /* -0 */
+        assert_int_equal(f->enc(tiny * 1.5f), 2);                /* tie 1|2 -> 2 */
+        assert_int_equal(f->enc(tiny * 2.5f), 2);                /* tie 2|3 -> 2 */
         assert_int_equal(f->enc(ldexpf(1.0f, -140)), 0);
-        assert_int_equal(f->enc(bits_f32(0x00000001u)), 0);               /* fp32 denormal */
+        assert_int_equal(f->enc(bits_f32(0x00000001u)), 0); /* fp32 denormal */
         /* largest subnormal + half ulp rounds up into the smallest normal */
         uint32_t maxsub = (1u << f->mbits) - 1;
         float up = (float)definition_value(f, maxsub) + tiny / 2;
@@ -263,8 +277,8 @@ static void test_fp8_brute_force(void **state) {
     for (uint64_t u = 0; u < (1ull << 32); u += 40961) {
         float x = bits_f32((uint32_t)u);
         uint8_t want = fp8_brute(x), got = qn_f32_to_fp8e4m3(x);
-        if (want != got) fail_msg("e4m3 %.9g (0x%08x): got 0x%02x, want 0x%02x", x, (uint32_t)u,
-                                  got, want);
+        if (want != got)
+            fail_msg("e4m3 %.9g (0x%08x): got 0x%02x, want 0x%02x", x, (uint32_t)u, got, want);
     }
     for (float x = -500.0f; x <= 500.0f; x += 0.0625f) {
         assert_int_equal(qn_f32_to_fp8e4m3(x), fp8_brute(x));
@@ -294,8 +308,8 @@ static void test_oracle_vectors(void **state) {
             continue;
         }
         if (qn_f32_to_bf16(x) != b)
-            fail_msg("bf16(%.9g = 0x%08x): got 0x%04x, ml_dtypes 0x%04x", x, u,
-                     qn_f32_to_bf16(x), b);
+            fail_msg("bf16(%.9g = 0x%08x): got 0x%04x, ml_dtypes 0x%04x", x, u, qn_f32_to_bf16(x),
+                     b);
         if (qn_f32_to_f16(x) != h)
             fail_msg("f16(%.9g = 0x%08x): got 0x%04x, numpy 0x%04x", x, u, qn_f32_to_f16(x), h);
         unsigned want_q = q;
@@ -318,7 +332,8 @@ static void test_oracle_vectors(void **state) {
 static void test_bulk(void **state) {
     enum { N = 1001 };
     float src[N], back[N];
-    for (int i = 0; i < N; i++) src[i] = (float)(i - 500) * 0.37f + (i % 7 ? 0.0f : 1e-6f);
+    for (int i = 0; i < N; i++)
+        src[i] = (float)(i - 500) * 0.37f + (i % 7 ? 0.0f : 1e-6f);
     src[3] = NAN;
     src[4] = INFINITY;
     unsigned char *raw = malloc(N * 8 + 1);
@@ -337,10 +352,17 @@ static void test_bulk(void **state) {
         for (int i = 0; i < N; i++) {
             float want;
             switch (t) {
-            case QN_DTYPE_F16: want = qn_f16_to_f32(qn_f32_to_f16(src[i])); break;
-            case QN_DTYPE_BF16: want = qn_bf16_to_f32(qn_f32_to_bf16(src[i])); break;
-            case QN_DTYPE_F8_E4M3: want = qn_fp8e4m3_to_f32(qn_f32_to_fp8e4m3(src[i])); break;
-            default: want = src[i];
+            case QN_DTYPE_F16:
+                want = qn_f16_to_f32(qn_f32_to_f16(src[i]));
+                break;
+            case QN_DTYPE_BF16:
+                want = qn_bf16_to_f32(qn_f32_to_bf16(src[i]));
+                break;
+            case QN_DTYPE_F8_E4M3:
+                want = qn_fp8e4m3_to_f32(qn_f32_to_fp8e4m3(src[i]));
+                break;
+            default:
+                want = src[i];
             }
             if (isnan(want)) {
                 assert_true(isnan(back[i]));

@@ -1,7 +1,8 @@
 /* test_model_params.c — the model's parameter list: counts from a config
  * without allocating (GLM-4.5's real config.json), agreement between the
  * counting path and the allocated parameter table, HF checkpoint names per
- * layer kind, tied heads, and a save/load round trip (fp32 exact). */
+ * layer kind, tied heads, and save/load round trips (fp32 exact, bf16, and a
+ * sharded fp16 checkpoint). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,7 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/dtype.h"
 #include "core/io/hf_config.h"
+#include "core/io/safetensors.h"
 #include "core/model/model.h"
 #include "tests/test_util.h"
 
@@ -143,6 +146,29 @@ static void test_save_load_roundtrip(void **state) {
         assert_true(fabsf(a.w[i] - b.w[i]) <= fabsf(a.w[i]) * (1.0f / 256.0f));
     }
     qn_model_free(&b);
+
+    /* sharded, fp16: written with the safetensors writer's sharded mode */
+    char sdir[512];
+    snprintf(sdir, sizeof sdir, "%s", qn_test_path("sharded"));
+    uint16_t *h = malloc(a.n_floats * sizeof(uint16_t));
+    assert_non_null(h);
+    assert_int_equal(qn_dtype_from_f32(QN_DTYPE_F16, a.w, h, a.n_floats), QN_OK);
+    qn_st_writer *w = NULL;
+    assert_int_equal(qn_st_writer_init(&w, sdir), QN_OK);
+    for (size_t i = 0; i < a.n_params; i++)
+        assert_int_equal(qn_st_writer_add(w, a.params[i].name, QN_DTYPE_F16, a.params[i].ndim,
+                                          a.params[i].shape, h + a.params[i].offset),
+                         QN_OK);
+    if (qn_st_writer_finish_sharded(w, 4096) != QN_OK) fail_msg("%s", qn_last_error());
+    qn_st_writer_free(w);
+    char cpath[600];
+    snprintf(cpath, sizeof cpath, "%s/config.json", sdir);
+    qn_test_write_file(cpath, k_tiny_glm, strlen(k_tiny_glm));
+    if (qn_model_open(&b, sdir) != QN_OK) fail_msg("%s", qn_last_error());
+    for (size_t i = 0; i < a.n_floats; i++)
+        assert_true(fabsf(a.w[i] - b.w[i]) <= fabsf(a.w[i]) * (1.0f / 1024.0f) + 1e-7f);
+    qn_model_free(&b);
+    free(h);
     qn_model_free(&a);
 }
 

@@ -44,9 +44,13 @@ static double now_s(void) {
 }
 
 static qn_reward_sample mk(const char *label, const char *response) {
-    return (qn_reward_sample){.prompt = "p", .prompt_len = 1, .response = response,
-                              .response_len = strlen(response), .label = label,
-                              .metadata_json = "{}", .finish_reason = "stop"};
+    return (qn_reward_sample){.prompt = "p",
+                              .prompt_len = 1,
+                              .response = response,
+                              .response_len = strlen(response),
+                              .label = label,
+                              .metadata_json = "{}",
+                              .finish_reason = "stop"};
 }
 
 static qn_reward *open_plugin(const char *name, qn_reward_isolation iso, double timeout,
@@ -98,7 +102,8 @@ static void test_segfault(void **state) {
     /* the replaced workers keep working */
     qn_reward_sample again[4] = {mk("ok", "a"), mk("ok", "b"), mk("ok", "c"), mk("ok", "d")};
     score(rw, again, 4, out, NULL);
-    for (int i = 0; i < 4; i++) assert_int_equal(out[i].status, QN_REWARD_OK);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(out[i].status, QN_REWARD_OK);
     qn_reward_free(rw);
 }
 
@@ -137,12 +142,17 @@ static void check_nan_plugin(qn_reward_isolation iso) {
     assert_string_equal(out[2].message, "label says error");
     assert_int_equal(out[3].status, QN_REWARD_OK);
     assert_true(out[3].value == 0.5);
-    for (int i = 0; i < 3; i++) assert_true(isnan(out[i].value));
+    for (int i = 0; i < 3; i++)
+        assert_true(isnan(out[i].value));
     qn_reward_free(rw);
 }
 
-static void test_nan_process(void **state) { check_nan_plugin(QN_REWARD_ISOLATION_PROCESS); }
-static void test_nan_inline(void **state) { check_nan_plugin(QN_REWARD_ISOLATION_INLINE); }
+static void test_nan_process(void **state) {
+    check_nan_plugin(QN_REWARD_ISOLATION_PROCESS);
+}
+static void test_nan_inline(void **state) {
+    check_nan_plugin(QN_REWARD_ISOLATION_INLINE);
+}
 
 static int64_t self_rss_mb(void) {
     FILE *f = fopen("/proc/self/statm", "r");
@@ -165,14 +175,15 @@ static void test_memory_leak(void **state) {
      * and is recycled between samples; every sample still scores */
     enum { N = 16 };
     qn_reward_sample s[N];
-    for (int i = 0; i < N; i++) s[i] = mk("ok", "x");
+    for (int i = 0; i < N; i++)
+        s[i] = mk("ok", "x");
     qn_reward_score out[N];
     score(rw, s, N, out, NULL);
-    for (int i = 0; i < N; i++) assert_int_equal(out[i].status, QN_REWARD_OK);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(out[i].status, QN_REWARD_OK);
     qn_reward_stats st;
     qn_reward_get_stats(rw, &st);
-    fprintf(stderr, "leak: %d samples, %llu recycles\n", N,
-            (unsigned long long)st.worker_recycles);
+    fprintf(stderr, "leak: %d samples, %llu recycles\n", N, (unsigned long long)st.worker_recycles);
     assert_true(st.worker_recycles >= 2);
     /* a runaway allocation inside one sample is killed there */
     qn_reward_sample hog[3] = {mk("ok", "a"), mk("hog", "b"), mk("ok", "c")};
@@ -202,8 +213,12 @@ static void test_newest_known_version(void **state) {
     uint32_t sizes[2] = {3, 2};
     qn_reward_score out[5];
     bool kept[2];
-    qn_reward_batch b = {.samples = s, .n_samples = 5, .group_sizes = sizes, .n_groups = 2,
-                         .scores = out, .group_kept = kept};
+    qn_reward_batch b = {.samples = s,
+                         .n_samples = 5,
+                         .group_sizes = sizes,
+                         .n_groups = 2,
+                         .scores = out,
+                         .group_kept = kept};
     assert_int_equal(qn_reward_score_batch(rw, &b), QN_OK);
     double want[5] = {0.25, 1.25, 0.25, 0.25, 1.25};
     double gsize[5] = {3, 3, 3, 2, 2};
@@ -285,8 +300,12 @@ static void test_failure_policies(void **state) {
 
     c.failure = QN_REWARD_FAILURE_ZERO;
     assert_int_equal(qn_reward_init(&rw, &c), QN_OK);
-    qn_reward_batch b = {.samples = s, .n_samples = 4, .group_sizes = sizes, .n_groups = 2,
-                         .scores = out, .group_kept = kept};
+    qn_reward_batch b = {.samples = s,
+                         .n_samples = 4,
+                         .group_sizes = sizes,
+                         .n_groups = 2,
+                         .scores = out,
+                         .group_kept = kept};
     assert_int_equal(qn_reward_score_batch(rw, &b), QN_OK);
     assert_true(out[1].value == 0.0);
     assert_int_equal(out[1].status, QN_REWARD_CRASH); /* zero, but never silently */
@@ -317,7 +336,8 @@ static void test_failure_policies(void **state) {
 static void test_wire_roundtrip(void **state) {
     size_t big = 3 << 20;
     char *text = malloc(big + 1);
-    for (size_t i = 0; i < big; i++) text[i] = (char)('a' + i % 26);
+    for (size_t i = 0; i < big; i++)
+        text[i] = (char)('a' + i % 26);
     text[big] = '\0';
     int32_t ids[5] = {1, 2, 3, 4, 5}, pids[2] = {7, 8};
     qn_reward_sample s[3] = {mk(text, text), mk("ids", "r"), mk("ok", "")};
@@ -346,10 +366,10 @@ static void test_wire_roundtrip(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_segfault),       cmocka_unit_test(test_infinite_loop),
-        cmocka_unit_test(test_nan_process),    cmocka_unit_test(test_nan_inline),
-        cmocka_unit_test(test_memory_leak),    cmocka_unit_test(test_newest_known_version),
-        cmocka_unit_test(test_load_errors),    cmocka_unit_test(test_reward_key),
+        cmocka_unit_test(test_segfault),         cmocka_unit_test(test_infinite_loop),
+        cmocka_unit_test(test_nan_process),      cmocka_unit_test(test_nan_inline),
+        cmocka_unit_test(test_memory_leak),      cmocka_unit_test(test_newest_known_version),
+        cmocka_unit_test(test_load_errors),      cmocka_unit_test(test_reward_key),
         cmocka_unit_test(test_failure_policies), cmocka_unit_test(test_wire_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

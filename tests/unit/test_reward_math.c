@@ -149,8 +149,11 @@ static void test_math_table(void **state) {
         char resp[512];
         snprintf(resp, sizeof resp, "Let me think. ... So the final answer is $\\boxed{%s}$.",
                  c->given);
-        qn_reward_sample s = {.response = resp, .response_len = strlen(resp), .label = c->truth,
-                              .metadata_json = "{}", .finish_reason = "stop"};
+        qn_reward_sample s = {.response = resp,
+                              .response_len = strlen(resp),
+                              .label = c->truth,
+                              .metadata_json = "{}",
+                              .finish_reason = "stop"};
         qn_reward_score sc;
         memset(&sc, 0, sizeof sc);
         assert_int_equal(math->score(NULL, &s, &sc), QN_REWARD_OK);
@@ -202,8 +205,11 @@ static char *read_fixture(const char *rel) {
 
 static double score_math(const char *resp, const char *label) {
     const qn_reward_api_v1 *math = qn_reward_builtin("math");
-    qn_reward_sample s = {.response = resp, .response_len = strlen(resp), .label = label,
-                          .metadata_json = "{}", .finish_reason = "stop"};
+    qn_reward_sample s = {.response = resp,
+                          .response_len = strlen(resp),
+                          .label = label,
+                          .metadata_json = "{}",
+                          .finish_reason = "stop"};
     qn_reward_score sc;
     memset(&sc, 0, sizeof sc);
     assert_int_equal(math->score(NULL, &s, &sc), QN_REWARD_OK);
@@ -224,8 +230,7 @@ static void test_math_gsm8k_solutions(void **state) {
         char label[64];
         snprintf(label, sizeof label, "%s", mark + 5);
         char *resp = malloc(strlen(sol) + 64);
-        snprintf(resp, strlen(sol) + 64, "%.*sSo the answer is %s.", (int)(mark - sol), sol,
-                 label);
+        snprintf(resp, strlen(sol) + 64, "%.*sSo the answer is %s.", (int)(mark - sol), sol, label);
         rows++;
         ok += score_math(resp, label) == 1.0;
         /* near miss: the answer plus one, written without separators */
@@ -236,8 +241,10 @@ static void test_math_gsm8k_solutions(void **state) {
         digits[k] = '\0';
         char miss[64];
         snprintf(miss, sizeof miss, "%lld", atoll(digits) + 1);
-        if (score_math(resp, miss) == 0.0) near_ok++;
-        else fprintf(stderr, "gsm8k: '%s' matched near miss '%s'\n", label, miss);
+        if (score_math(resp, miss) == 0.0)
+            near_ok++;
+        else
+            fprintf(stderr, "gsm8k: '%s' matched near miss '%s'\n", label, miss);
         free(resp);
         cJSON_Delete(j);
     }
@@ -260,8 +267,10 @@ static void test_math_math500_solutions(void **state) {
         const char *sol = cJSON_GetObjectItem(j, "solution")->valuestring;
         const char *ans = cJSON_GetObjectItem(j, "answer")->valuestring;
         rows++;
-        if (score_math(sol, ans) == 1.0) ok++;
-        else fprintf(stderr, "math500 row %zu: solution's boxed answer != '%s'\n", rows - 1, ans);
+        if (score_math(sol, ans) == 1.0)
+            ok++;
+        else
+            fprintf(stderr, "math500 row %zu: solution's boxed answer != '%s'\n", rows - 1, ans);
         self_ok += qn_math_answers_equal(ans, ans);
         cJSON_Delete(j);
     }
@@ -275,8 +284,11 @@ static void test_math_math500_solutions(void **state) {
 static qn_reward_score run(const char *type, const char *resp, const char *label) {
     const qn_reward_api_v1 *t = qn_reward_builtin(type);
     assert_non_null(t);
-    qn_reward_sample s = {.response = resp, .response_len = strlen(resp), .label = label,
-                          .metadata_json = "{}", .finish_reason = "stop"};
+    qn_reward_sample s = {.response = resp,
+                          .response_len = strlen(resp),
+                          .label = label,
+                          .metadata_json = "{}",
+                          .finish_reason = "stop"};
     qn_reward_score sc;
     memset(&sc, 0, sizeof sc);
     assert_int_equal(t->score(NULL, &s, &sc), QN_REWARD_OK);
@@ -286,7 +298,8 @@ static qn_reward_score run(const char *type, const char *resp, const char *label
 
 static void test_deepscaler(void **state) {
     assert_true(run("deepscaler", "<think>maybe 3</think> The answer is \\boxed{\\frac{14}{3}}.",
-                    "\\frac{14}{3}").value == 1.0);
+                    "\\frac{14}{3}")
+                    .value == 1.0);
     /* no </think>: 0 even with the right answer */
     assert_true(run("deepscaler", "The answer is \\boxed{\\frac{14}{3}}.", "\\frac{14}{3}").value ==
                 0.0);
@@ -294,7 +307,8 @@ static void test_deepscaler(void **state) {
     assert_true(run("deepscaler", "<think>\\boxed{5}</think> so 5", "5").value == 0.0);
     assert_true(run("deepscaler", "<think>x</think> \\boxed{6}", "5").value == 0.0);
     /* the last </think> starts the answer */
-    assert_true(run("deepscaler", "<think>a</think>b</think> \\boxed{90^\\circ}", "90").value == 1.0);
+    assert_true(run("deepscaler", "<think>a</think>b</think> \\boxed{90^\\circ}", "90").value ==
+                1.0);
 }
 
 static void test_dapo(void **state) {
@@ -343,10 +357,14 @@ static void test_builtin_names(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_math_table),        cmocka_unit_test(test_math_extract),
-        cmocka_unit_test(test_math_gsm8k_solutions), cmocka_unit_test(test_math_math500_solutions),
-        cmocka_unit_test(test_deepscaler),        cmocka_unit_test(test_dapo),
-        cmocka_unit_test(test_exact),             cmocka_unit_test(test_f1),
+        cmocka_unit_test(test_math_table),
+        cmocka_unit_test(test_math_extract),
+        cmocka_unit_test(test_math_gsm8k_solutions),
+        cmocka_unit_test(test_math_math500_solutions),
+        cmocka_unit_test(test_deepscaler),
+        cmocka_unit_test(test_dapo),
+        cmocka_unit_test(test_exact),
+        cmocka_unit_test(test_f1),
         cmocka_unit_test(test_builtin_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

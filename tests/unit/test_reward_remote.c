@@ -20,6 +20,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+
 #include "rewards/rewards.h"
 
 static pid_t g_server, g_slow_server;
@@ -95,9 +98,13 @@ static qn_reward *open_remote(int port, double timeout, int retries, const char 
 }
 
 static qn_reward_sample mk(const char *response) {
-    return (qn_reward_sample){.prompt = "2+2?", .prompt_len = 4, .response = response,
-                              .response_len = strlen(response), .label = "4",
-                              .metadata_json = "{\"id\": 1}", .finish_reason = "stop"};
+    return (qn_reward_sample){.prompt = "2+2?",
+                              .prompt_len = 4,
+                              .response = response,
+                              .response_len = strlen(response),
+                              .label = "4",
+                              .metadata_json = "{\"id\": 1}",
+                              .finish_reason = "stop"};
 }
 
 static void score(qn_reward *rw, const qn_reward_sample *s, size_t n, qn_reward_score *out) {
@@ -108,20 +115,21 @@ static void score(qn_reward *rw, const qn_reward_sample *s, size_t n, qn_reward_
 static void test_remote_classified(void **state) {
     qn_reward *rw = open_remote(g_port, 0.5, 2, NULL);
     const char *texts[] = {
-        "ok:0.75",            /* 0 */
-        "flaky500:2:1:a",     /* 1: two 500s, then fine on the third attempt */
-        "always500",          /* 2 */
-        "slow:3:1",           /* 3: every attempt past the 0.5 s timeout */
-        "drop",               /* 4 */
-        "droponce:0.5:b",     /* 5 */
-        "slowonce:3:0.25:c",  /* 6 */
-        "garbage",            /* 7 */
-        "status:404",         /* 8: not retried */
-        "number:-2",          /* 9 */
+        "ok:0.75",           /* 0 */
+        "flaky500:2:1:a",    /* 1: two 500s, then fine on the third attempt */
+        "always500",         /* 2 */
+        "slow:3:1",          /* 3: every attempt past the 0.5 s timeout */
+        "drop",              /* 4 */
+        "droponce:0.5:b",    /* 5 */
+        "slowonce:3:0.25:c", /* 6 */
+        "garbage",           /* 7 */
+        "status:404",        /* 8: not retried */
+        "number:-2",         /* 9 */
     };
     enum { N = sizeof texts / sizeof texts[0] };
     qn_reward_sample s[N];
-    for (int i = 0; i < N; i++) s[i] = mk(texts[i]);
+    for (int i = 0; i < N; i++)
+        s[i] = mk(texts[i]);
     qn_reward_score out[N];
     double t0 = now_s();
     score(rw, s, N, out);
@@ -190,6 +198,69 @@ static void test_remote_refused(void **state) {
     assert_int_equal(qn_reward_init(&rw, &c), QN_ERR_INVALID);
 }
 
+static size_t collect(char *data, size_t size, size_t nmemb, void *user) {
+    char *buf = user;
+    size_t have = strlen(buf), n = size * nmemb;
+    if (have + n >= 4096) n = 4095 - have;
+    memcpy(buf + have, data, n);
+    buf[have + n] = '\0';
+    return size * nmemb;
+}
+
+/* A member of the test server's GET /stats answer. */
+static double server_stat(int port, const char *key, const char *text) {
+    char url[64], body[4096] = "";
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/stats", port);
+    CURL *c = curl_easy_init();
+    assert_non_null(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 5L);
+    assert_int_equal(curl_easy_perform(c), CURLE_OK);
+    curl_easy_cleanup(c);
+    cJSON *j = cJSON_Parse(body);
+    assert_non_null(j);
+    const cJSON *v = text ? cJSON_GetObjectItem(cJSON_GetObjectItem(j, "by_text"), text)
+                          : cJSON_GetObjectItem(j, key);
+    double out = cJSON_IsNumber(v) ? v->valuedouble : 0;
+    cJSON_Delete(j);
+    return out;
+}
+
+/* Keep-alive: 30 sequential requests use one connection; retries happened
+ * as many times as the server says it answered. */
+static void test_remote_connection_reuse(void **state) {
+    if (g_port <= 0) skip();
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/", g_port);
+    qn_reward_config c = qn_reward_config_default();
+    c.rm_type = "remote_rm";
+    c.rm_url = url;
+    c.rm_concurrency = 1; /* one request in flight at a time */
+    c.rm_backoff_s = 0.01;
+    qn_reward *rw = NULL;
+    assert_int_equal(qn_reward_init(&rw, &c), QN_OK);
+    enum { N = 30 };
+    qn_reward_sample s[N];
+    char texts[N][32];
+    for (int i = 0; i < N; i++) {
+        snprintf(texts[i], sizeof texts[i], "ok:1:%d", i);
+        s[i] = mk(i == 7 ? "flaky500:2:1:reuse" : texts[i]);
+    }
+    double conn0 = server_stat(g_port, "connections", NULL);
+    qn_reward_score out[N];
+    score(rw, s, N, out);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(out[i].status, QN_REWARD_OK);
+    double conns = server_stat(g_port, "connections", NULL) - conn0 - 1; /* minus this GET */
+    double tries = server_stat(g_port, NULL, "flaky500:2:1:reuse");
+    fprintf(stderr, "%d requests (one retried twice) over %.0f connection(s)\n", N, conns);
+    assert_true(tries == 3);
+    assert_true(conns == 1);
+    qn_reward_free(rw);
+}
+
 /* 64 requests that each take 0.25 s at the server, 64 in flight at once:
  * the batch must take about one delay, not 64. */
 static void test_remote_concurrency(void **state) {
@@ -209,7 +280,8 @@ static void test_remote_concurrency(void **state) {
     double t0 = now_s();
     score(rw, s, N, out);
     double dt = now_s() - t0;
-    for (int i = 0; i < N; i++) assert_int_equal(out[i].status, QN_REWARD_OK);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(out[i].status, QN_REWARD_OK);
     fprintf(stderr, "64 requests of 0.25 s each with 64 in flight: %.2f s\n", dt);
     assert_true(dt < 0.25 * N / 8);
     qn_reward_free(rw);
@@ -219,9 +291,8 @@ static void test_remote_concurrency(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_remote_classified),
-        cmocka_unit_test(test_remote_named_key),
-        cmocka_unit_test(test_remote_refused),
+        cmocka_unit_test(test_remote_classified),  cmocka_unit_test(test_remote_named_key),
+        cmocka_unit_test(test_remote_refused),     cmocka_unit_test(test_remote_connection_reuse),
         cmocka_unit_test(test_remote_concurrency),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

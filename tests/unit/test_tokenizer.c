@@ -111,7 +111,7 @@ static void check_cases(const qn_tokenizer *tok, const vocab_case *cases, size_t
     for (size_t i = 0; i < n; i++) {
         qn_token_ids ids = {0};
         assert_int_equal(qn_tokenizer_encode(tok, cases[i].text, cases[i].len, NULL, &ids), QN_OK);
-        bool same = ids.n == cases[i].n && memcmp(ids.ids, cases[i].ids, ids.n * 4) == 0;
+        bool same = ids.n == cases[i].n && (ids.n == 0 || memcmp(ids.ids, cases[i].ids, ids.n * 4) == 0);
         if (!same) {
             bad++;
             fprintf(stderr, "case %zu (%zu bytes): got %zu ids, want %zu:", i, cases[i].len, ids.n,
@@ -138,14 +138,14 @@ static void test_qwen2_specials(void **state) {
     assert_int_equal(sp->eos, qn_tokenizer_token_to_id(g_qwen, "<|endoftext|>", 13));
     assert_int_equal(sp->eos, 151643);
     assert_int_equal(qn_tokenizer_vocab_size(g_qwen), 151646);
-    /* added tokens are matched before BPE, or not at all when parse_special is off */
+    /* added tokens are matched before BPE, or not at all with split_special */
     const char *t = "<|im_start|>user\nhi<|im_end|>";
     qn_token_ids a = {0}, b = {0};
     assert_int_equal(qn_tokenizer_encode(g_qwen, t, strlen(t), NULL, &a), QN_OK);
     assert_int_equal(a.ids[0], 151644);
     assert_int_equal(a.ids[a.n - 1], 151645);
     assert_true(qn_tokenizer_is_special(g_qwen, 151644));
-    qn_encode_opts o = {.parse_special = false};
+    qn_encode_opts o = {.split_special = true};
     assert_int_equal(qn_tokenizer_encode(g_qwen, t, strlen(t), &o, &b), QN_OK);
     assert_true(b.n > a.n);
     for (size_t i = 0; i < b.n; i++) assert_true(b.ids[i] < 151643);
@@ -167,7 +167,7 @@ static void test_glm_vectors(void **state) {
     cJSON_ArrayForEach(c, cases) {
         const char *text = cJSON_GetObjectItem(c, "text")->valuestring;
         const cJSON *want = cJSON_GetObjectItem(c, "ids");
-        qn_encode_opts o = {.parse_special = true,
+        qn_encode_opts o = {.split_special = false,
                             .add_special = cJSON_IsTrue(cJSON_GetObjectItem(c, "add_special"))};
         qn_token_ids ids = {0};
         assert_int_equal(qn_tokenizer_encode(g_glm, text, strlen(text), &o, &ids), QN_OK);
@@ -238,7 +238,7 @@ static void test_glm_tokenizer_json(void **state) {
     assert_int_equal(qn_tokenizer_merge_count(fast), 318088);
     const char *t = "[gMASK]<sop><|user|>\n晚上睡不着应该怎么办 3333333 I'VE been<|assistant|>";
     qn_token_ids a = {0}, b = {0};
-    qn_encode_opts o = {.parse_special = true, .add_special = true};
+    qn_encode_opts o = {.split_special = false, .add_special = true};
     assert_int_equal(qn_tokenizer_encode(g_glm, t, strlen(t), &o, &a), QN_OK);
     assert_int_equal(qn_tokenizer_encode(fast, t, strlen(t), &o, &b), QN_OK);
     assert_int_equal(a.n, b.n);
@@ -318,6 +318,10 @@ static void test_bad_inputs(void **state) {
                      QN_ERR_FORMAT);
     assert_null(t);
     assert_non_null(strstr(qn_last_error(), "r.model: line 2"));
+    const char *huge = "IQ== 0\nIg== 222222215\n"; /* a sparse id would need gigabytes */
+    assert_int_equal(qn_tokenizer_parse_tiktoken(huge, strlen(huge), "r.model", NULL, &t),
+                     QN_ERR_FORMAT);
+    assert_non_null(strstr(qn_last_error(), "bad rank"));
     const char *incomplete = "IQ== 0\n"; /* only byte '!': not byte-level complete */
     assert_int_equal(qn_tokenizer_parse_tiktoken(incomplete, strlen(incomplete), "r.model", NULL, &t),
                      QN_ERR_UNSUPPORTED);

@@ -122,7 +122,27 @@ static void test_detect(void **state) {
     detect_file("chat_templates/Qwen-Qwen3-0.6B.jinja", QN_OK, QN_CHAT_CHATML, false, true);
     detect_file("chat_templates/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", QN_ERR_UNSUPPORTED,
                 QN_CHAT_RAW, false, false);
+    detect_file("chat_templates/Qwen-QwQ-32B.jinja", QN_ERR_UNSUPPORTED, QN_CHAT_RAW, false, false);
+    /* tokenizer_config.json templates: Qwen3 hybrid yes; thinking-only and Coder refused */
+    static const struct { const char *rel; qn_status st; } cfgs[] = {
+        {"qwen3_tokenizer_configs_rtpllm/qwen3_30b/tokenizer_config.json", QN_OK},
+        {"qwen3_tokenizer_configs_rtpllm/qwen3_30b_thinking_0527/tokenizer_config.json",
+         QN_ERR_UNSUPPORTED},
+        {"qwen3_tokenizer_configs_rtpllm/qwen3_coder/tokenizer_config.json", QN_ERR_UNSUPPORTED},
+        {"glm45_config_rtpllm/tokenizer_config.json", QN_ERR_NOT_FOUND}, /* template is in .jinja */
+    };
     qn_chat_template t;
+    for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++) {
+        size_t len;
+        char *js = qn_test_read_file(qn_test_fixture(cfgs[i].rel), &len);
+        cJSON *c = cJSON_Parse(js);
+        free(js);
+        const cJSON *ct = cJSON_GetObjectItem(c, "chat_template");
+        assert_int_equal(qn_chat_template_detect(cJSON_IsString(ct) ? ct->valuestring : NULL, &t),
+                         cfgs[i].st);
+        if (cfgs[i].st == QN_OK) assert_true(t.qwen3_think && t.kind == QN_CHAT_CHATML);
+        cJSON_Delete(c);
+    }
     assert_int_equal(qn_chat_template_parse("jinja", &t), QN_ERR_INVALID);
     assert_non_null(strstr(qn_last_error(), "glm45"));
     assert_int_equal(qn_chat_template_parse("raw", &t), QN_OK);

@@ -269,12 +269,37 @@ static void test_grpo_advantages(void **state) {
     assert_true(tok[0] == 0.25f && tok[1] == 0.25f && tok[2] == -1.5f && tok[4] == -1.5f);
 }
 
+static void test_metrics_json(void **state) {
+    qn_loss_cfg c = {.eps_clip = 0.2, .eps_clip_high = 0.2, .use_kl_loss = true};
+    qn_loss_metrics m = {.loss = 0.5, .pg_clipfrac = 0.25, .kl_loss = 0.125};
+    char buf[1024];
+    int n = qn_loss_metrics_json(&c, &m, false, buf, sizeof buf);
+    assert_true(n > 0 && (size_t)n < sizeof buf);
+    assert_non_null(strstr(buf, "\"train/loss\": 0.5"));
+    assert_non_null(strstr(buf, "\"train/pg_clipfrac\": 0.25"));
+    assert_non_null(strstr(buf, "\"train/kl_loss\": 0.125"));
+    assert_non_null(strstr(buf, "\"train/entropy_loss\""));
+    assert_null(strstr(buf, "train/tis"));
+    c.use_kl_loss = false, c.use_tis = true;
+    char small[8];
+    int need = qn_loss_metrics_json(&c, &m, true, small, sizeof small);
+    assert_int_equal(need, qn_loss_metrics_json(&c, &m, true, buf, sizeof buf));
+    assert_int_equal(strlen(buf), (size_t)need);
+    assert_non_null(strstr(buf, "\"train/tis\""));
+    assert_non_null(strstr(buf, "train/train_rollout_logprob_abs_diff"));
+    assert_null(strstr(buf, "kl_loss"));
+    c.type = QN_LOSS_SFT;
+    qn_loss_metrics_json(&c, &m, true, buf, sizeof buf);
+    assert_null(strstr(buf, "pg_loss"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_loss_vs_torch),
         cmocka_unit_test(test_on_policy_ppo_kl_zero),
         cmocka_unit_test(test_loss_validation),
         cmocka_unit_test(test_grpo_advantages),
+        cmocka_unit_test(test_metrics_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

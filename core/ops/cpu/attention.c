@@ -9,14 +9,12 @@
  * sequence per thread, proportional to tokens, never [T, T]).
  *
  * Performance: when there are at least as many tasks as threads, tasks run
- * in an OpenMP loop and OpenBLAS is held to one thread (nested threading
- * would oversubscribe the cores); otherwise tasks run one after another and
- * OpenBLAS threads each product. The backward's tasks are (sequence, kv
- * head) so that the dk/dv rows a task accumulates belong to it alone (no
- * atomics, no per-head dk copies). Left out: key blocking (the whole causal
- * prefix of a block is scored at once), sliding windows, attention sinks.
+ * in an OpenMP loop, each product on its task's thread; otherwise tasks run
+ * one after another and qn_sgemm splits each product over the threads. The backward's tasks are
+ * (sequence, kv head) so that the dk/dv rows a task accumulates belong to it alone (no atomics, no
+ * per-head dk copies). Left out: key blocking (the whole causal prefix of a block is scored at
+ * once), sliding windows, attention sinks.
  */
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -48,19 +46,18 @@ size_t qn_attention_scratch_floats(const int32_t *cu_seqlens, int S, int T, int 
     return (size_t)thread_slots() * 2 * (size_t)bq * (size_t)L;
 }
 
-/* Runs f over ntasks, in parallel with single-threaded BLAS when that fills
- * the cores, else serially with OpenBLAS's own threads. */
+/* Runs f over ntasks: in an OpenMP loop when that fills the cores, else
+ * one after another (qn_sgemm then threads each product). */
 typedef void (*task_fn)(int task, int slot, void *ctx);
 static void run_tasks(int ntasks, task_fn f, void *ctx) {
     int nt = thread_slots();
     if (nt > 1 && ntasks >= nt) {
-        int saved = openblas_get_num_threads();
-        openblas_set_num_threads(1);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
-        for (int i = 0; i < ntasks; i++) f(i, omp_get_thread_num(), ctx);
-        openblas_set_num_threads(saved);
+        for (int i = 0; i < ntasks; i++)
+            f(i, omp_get_thread_num(), ctx);
     } else {
-        for (int i = 0; i < ntasks; i++) f(i, 0, ctx);
+        for (int i = 0; i < ntasks; i++)
+            f(i, 0, ctx);
     }
 }
 
@@ -106,15 +103,15 @@ static void block_probs(const att_ctx *c, int t0, int h, int i0, int bq, int ken
     int ldq = c->NH * c->HD, ldk = c->NKV * c->HD;
     const float *Q = c->q + (size_t)(t0 + i0) * ldq + (size_t)h * c->HD;
     const float *Kp = c->k + (size_t)t0 * ldk + (size_t)g * c->HD;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, kend, c->HD, c->scale, Q, ldq, Kp, ldk,
-                0.0f, sbuf, kend);
+    qn_sgemm(0, 1, bq, kend, c->HD, c->scale, Q, ldq, Kp, ldk, 0.0f, sbuf, kend);
     for (int r = 0; r < bq; r++) {
         float *row = sbuf + (size_t)r * kend;
         int nvalid = i0 + r + 1; /* keys 0 .. i0+r */
         float l;
         if (lse_out) {
             float m = -INFINITY;
-            for (int j = 0; j < nvalid; j++) m = row[j] > m ? row[j] : m;
+            for (int j = 0; j < nvalid; j++)
+                m = row[j] > m ? row[j] : m;
             double sum = 0.0;
             for (int j = 0; j < nvalid; j++) {
                 float e = expf(row[j] - m);
@@ -123,13 +120,16 @@ static void block_probs(const att_ctx *c, int t0, int h, int i0, int bq, int ken
             }
             l = m + (float)log(sum);
             float inv = (float)(1.0 / sum);
-            for (int j = 0; j < nvalid; j++) row[j] *= inv;
+            for (int j = 0; j < nvalid; j++)
+                row[j] *= inv;
             lse_out[(size_t)(t0 + i0 + r) * c->NH + h] = l;
         } else {
             l = c->lse[(size_t)(t0 + i0 + r) * c->NH + h];
-            for (int j = 0; j < nvalid; j++) row[j] = expf(row[j] - l);
+            for (int j = 0; j < nvalid; j++)
+                row[j] = expf(row[j] - l);
         }
-        for (int j = nvalid; j < kend; j++) row[j] = 0.0f;
+        for (int j = nvalid; j < kend; j++)
+            row[j] = 0.0f;
     }
 }
 
@@ -148,19 +148,29 @@ static void fwd_task(int task, int slot, void *vctx) {
     int ldo = c->NH * c->HD, ldv = c->NKV * c->HD;
     const float *Vp = c->v + (size_t)t0 * ldv + (size_t)g * c->HD;
     float *O = c->out + (size_t)(t0 + i0) * ldo + (size_t)h * c->HD;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, c->HD, kend, 1.0f, sbuf, kend, Vp,
-                ldv, 0.0f, O, ldo);
+    qn_sgemm(0, 0, bq, c->HD, kend, 1.0f, sbuf, kend, Vp, ldv, 0.0f, O, ldo);
 }
 
 void qn_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
                           const int32_t *cu_seqlens, int S, int T, int NH, int NKV, int HD,
                           float *scratch) {
     if (T <= 0) return;
-    att_ctx c = {.out = out, .lse = lse, .q = q, .k = k, .v = v, .cu = cu_seqlens, .S = S,
-                 .NH = NH, .NKV = NKV, .HD = HD, .L = max_seqlen(cu_seqlens, S),
-                 .scale = (float)(1.0 / sqrt((double)HD)), .scratch = scratch};
+    att_ctx c = {.out = out,
+                 .lse = lse,
+                 .q = q,
+                 .k = k,
+                 .v = v,
+                 .cu = cu_seqlens,
+                 .S = S,
+                 .NH = NH,
+                 .NKV = NKV,
+                 .HD = HD,
+                 .L = max_seqlen(cu_seqlens, S),
+                 .scale = (float)(1.0 / sqrt((double)HD)),
+                 .scratch = scratch};
     int ntasks = 0;
-    for (int s = 0; s < S; s++) ntasks += ((cu_seqlens[s + 1] - cu_seqlens[s] + BQ - 1) / BQ) * NH;
+    for (int s = 0; s < S; s++)
+        ntasks += ((cu_seqlens[s + 1] - cu_seqlens[s] + BQ - 1) / BQ) * NH;
     run_tasks(ntasks, fwd_task, &c);
 }
 
@@ -191,26 +201,25 @@ static void bwd_task(int task, int slot, void *vctx) {
             float *dQ = c->dq + (size_t)(t0 + i0) * ldq + (size_t)h * HD;
             block_probs(c, t0, h, i0, bq, kend, P, NULL);
             /* dP = dO V^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, kend, HD, 1.0f, dO, ldq, Vp,
-                        ldk, 0.0f, dP, kend);
+            qn_sgemm(0, 1, bq, kend, HD, 1.0f, dO, ldq, Vp, ldk, 0.0f, dP, kend);
             /* dS = P (dP - rowsum(dO * O)); masked P entries are 0 */
             for (int r = 0; r < bq; r++) {
-                const float *dor = dO + (size_t)r * ldq, *or = O + (size_t)r * ldq;
+                const float *dor = dO + (size_t)r * ldq, * or = O + (size_t)r * ldq;
                 double di = 0.0;
-                for (int d = 0; d < HD; d++) di += (double)dor[d] * or[d];
+                for (int d = 0; d < HD; d++)
+                    di += (double)dor[d] * or [d];
                 float dif = (float)di;
                 float *pr = P + (size_t)r * kend, *dpr = dP + (size_t)r * kend;
                 int nvalid = i0 + r + 1;
-                for (int j = 0; j < nvalid; j++) dpr[j] = pr[j] * (dpr[j] - dif);
-                for (int j = nvalid; j < kend; j++) dpr[j] = 0.0f;
+                for (int j = 0; j < nvalid; j++)
+                    dpr[j] = pr[j] * (dpr[j] - dif);
+                for (int j = nvalid; j < kend; j++)
+                    dpr[j] = 0.0f;
             }
             /* dV += P^T dO; dQ = scale dS K; dK += scale dS^T Q */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kend, HD, bq, 1.0f, P, kend, dO,
-                        ldq, 1.0f, dV, ldk);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, HD, kend, c->scale, dP, kend,
-                        Kp, ldk, 0.0f, dQ, ldq);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kend, HD, bq, c->scale, dP, kend, Q,
-                        ldq, 1.0f, dK, ldk);
+            qn_sgemm(1, 0, kend, HD, bq, 1.0f, P, kend, dO, ldq, 1.0f, dV, ldk);
+            qn_sgemm(0, 0, bq, HD, kend, c->scale, dP, kend, Kp, ldk, 0.0f, dQ, ldq);
+            qn_sgemm(1, 0, kend, HD, bq, c->scale, dP, kend, Q, ldq, 1.0f, dK, ldk);
         }
     }
 }
@@ -220,9 +229,22 @@ void qn_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
                            const int32_t *cu_seqlens, int S, int T, int NH, int NKV, int HD,
                            float *scratch) {
     if (T <= 0) return;
-    att_ctx c = {.lse = (float *)lse, .q = q, .k = k, .v = v, .cu = cu_seqlens, .S = S, .NH = NH,
-                 .NKV = NKV, .HD = HD, .L = max_seqlen(cu_seqlens, S),
-                 .scale = (float)(1.0 / sqrt((double)HD)), .scratch = scratch, .dq = dq, .dk = dk,
-                 .dv = dv, .dout = dout, .o = out};
+    att_ctx c = {.lse = (float *)lse,
+                 .q = q,
+                 .k = k,
+                 .v = v,
+                 .cu = cu_seqlens,
+                 .S = S,
+                 .NH = NH,
+                 .NKV = NKV,
+                 .HD = HD,
+                 .L = max_seqlen(cu_seqlens, S),
+                 .scale = (float)(1.0 / sqrt((double)HD)),
+                 .scratch = scratch,
+                 .dq = dq,
+                 .dk = dk,
+                 .dv = dv,
+                 .dout = dout,
+                 .o = out};
     run_tasks(S * NKV, bwd_task, &c);
 }

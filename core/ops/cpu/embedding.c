@@ -23,7 +23,8 @@ void qn_embedding_backward(float *dwte, const float *dout, const int32_t *tokens
         for (int t = 0; t < T; t++) {
             float *dst = dwte + (size_t)tokens[t] * C;
             const float *src = dout + (size_t)t * C;
-            for (int c = c0; c < c1; c++) dst[c] += src[c];
+            for (int c = c0; c < c1; c++)
+                dst[c] += src[c];
         }
     }
 }

@@ -12,20 +12,19 @@
  * slots (token, k) are counting-sorted by expert so each expert's rows are
  * contiguous, inputs are gathered once, and each expert is three sgemms over
  * its rows (gate, up, down). When experts get few rows each (many experts,
- * few tokens) the experts run in an OpenMP loop with single-threaded BLAS;
- * otherwise one after another with OpenBLAS threading each product.
+ * few tokens) the experts run in an OpenMP loop, each on one thread;
+ * otherwise one after another with qn_sgemm threading each product.
  * Combine/scatter are parallel over tokens through the tok_slot map, so no
  * two threads write the same row. Left out: capacity limits/token dropping,
  * auxiliary losses, expert-bias updates (not trained here).
  */
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
 
 #include "core/ops/cpu/ops.h"
 
-enum { MAX_E = 1024, MAX_K = 64, MAX_GROUPS = 1024 };
+enum { MAX_E = QN_ROUTER_MAX_E, MAX_K = QN_ROUTER_MAX_K, MAX_GROUPS = QN_ROUTER_MAX_E };
 
 /* ------------------------------------------------------------------ router */
 
@@ -34,7 +33,8 @@ static void route_token(const qn_router_cfg *cfg, float *sc /* E: logits in, sco
     int E = cfg->E, K = cfg->K;
     if (cfg->score == QN_ROUTER_SOFTMAX) {
         float m = -INFINITY;
-        for (int e = 0; e < E; e++) m = sc[e] > m ? sc[e] : m;
+        for (int e = 0; e < E; e++)
+            m = sc[e] > m ? sc[e] : m;
         double sum = 0.0;
         for (int e = 0; e < E; e++) {
             float v = expf(sc[e] - m);
@@ -42,12 +42,15 @@ static void route_token(const qn_router_cfg *cfg, float *sc /* E: logits in, sco
             sum += v;
         }
         float inv = (float)(1.0 / sum);
-        for (int e = 0; e < E; e++) sc[e] *= inv;
+        for (int e = 0; e < E; e++)
+            sc[e] *= inv;
     } else {
-        for (int e = 0; e < E; e++) sc[e] = 1.0f / (1.0f + expf(-sc[e]));
+        for (int e = 0; e < E; e++)
+            sc[e] = 1.0f / (1.0f + expf(-sc[e]));
     }
     float choice[MAX_E];
-    for (int e = 0; e < E; e++) choice[e] = sc[e] + (cfg->bias ? cfg->bias[e] : 0.0f);
+    for (int e = 0; e < E; e++)
+        choice[e] = sc[e] + (cfg->bias ? cfg->bias[e] : 0.0f);
     if (cfg->n_group > 1) {
         int G = cfg->n_group, gs = E / G;
         float gscore[MAX_GROUPS];
@@ -74,7 +77,8 @@ static void route_token(const qn_router_cfg *cfg, float *sc /* E: logits in, sco
         }
         for (int g = 0; g < G; g++)
             if (!keep[g])
-                for (int j = 0; j < gs; j++) choice[g * gs + j] = 0.0f;
+                for (int j = 0; j < gs; j++)
+                    choice[g * gs + j] = 0.0f;
     }
     unsigned char used[MAX_E];
     memset(used, 0, (size_t)E);
@@ -91,9 +95,11 @@ static void route_token(const qn_router_cfg *cfg, float *sc /* E: logits in, sco
     float mul = cfg->routed_scaling_factor;
     if (cfg->norm_topk_prob) {
         float den = sum + 1e-20f;
-        for (int r = 0; r < K; r++) wt[r] = wt[r] / den * mul;
+        for (int r = 0; r < K; r++)
+            wt[r] = wt[r] / den * mul;
     } else {
-        for (int r = 0; r < K; r++) wt[r] *= mul;
+        for (int r = 0; r < K; r++)
+            wt[r] *= mul;
     }
 }
 
@@ -125,19 +131,26 @@ void qn_router_backward(const qn_router_cfg *cfg, float *dx, float *dw, const fl
             /* w_k = mul s_k / S, S = sum_j s_j + 1e-20:
              * dL/ds_k = mul (g_k / S - sum_j g_j s_j / S^2) */
             double S = 1e-20, gs = 0.0;
-            for (int k = 0; k < K; k++) S += s[id[k]];
-            for (int k = 0; k < K; k++) gs += (double)dwt[k] * s[id[k]];
-            for (int k = 0; k < K; k++) ds[k] = (float)(mul * (dwt[k] / S - gs / (S * S)));
+            for (int k = 0; k < K; k++)
+                S += s[id[k]];
+            for (int k = 0; k < K; k++)
+                gs += (double)dwt[k] * s[id[k]];
+            for (int k = 0; k < K; k++)
+                ds[k] = (float)(mul * (dwt[k] / S - gs / (S * S)));
         } else {
-            for (int k = 0; k < K; k++) ds[k] = mul * dwt[k];
+            for (int k = 0; k < K; k++)
+                ds[k] = mul * dwt[k];
         }
         memset(dl, 0, (size_t)E * sizeof(float));
         if (cfg->score == QN_ROUTER_SOFTMAX) {
             /* dlogit_e = s_e (ds_e - sum_j ds_j s_j), ds nonzero on selected only */
             double dot = 0.0;
-            for (int k = 0; k < K; k++) dot += (double)ds[k] * s[id[k]];
-            for (int e = 0; e < E; e++) dl[e] = -s[e] * (float)dot;
-            for (int k = 0; k < K; k++) dl[id[k]] += s[id[k]] * ds[k];
+            for (int k = 0; k < K; k++)
+                dot += (double)ds[k] * s[id[k]];
+            for (int e = 0; e < E; e++)
+                dl[e] = -s[e] * (float)dot;
+            for (int k = 0; k < K; k++)
+                dl[id[k]] += s[id[k]] * ds[k];
         } else {
             for (int k = 0; k < K; k++) {
                 float v = s[id[k]];
@@ -155,17 +168,23 @@ size_t qn_moe_acts_floats(int T, int K, int C, int F) {
     return tk * (2 * (size_t)C + 3 * (size_t)F);
 }
 
-size_t qn_moe_acts_ints(int T, int K, int E) { return (size_t)E + 1 + 2 * (size_t)T * K; }
+size_t qn_moe_acts_ints(int T, int K, int E) {
+    return (size_t)E + 1 + 2 * (size_t)T * K;
+}
 
 size_t qn_moe_scratch_floats(int T, int K, int C, int F) {
     size_t tk = (size_t)T * K;
     return tk * ((size_t)C + 2 * (size_t)F);
 }
 
-/* Experts run in parallel (one BLAS thread each) when rows per expert are
- * few; the threshold is where OpenBLAS's own threading stops paying. */
+/* Experts run in parallel (one thread each, dynamic schedule) when there
+ * are enough of them to keep every thread busy, or when rows per expert are
+ * too few for splitting a product to pay; that is one parallel region per
+ * call instead of several per expert. Few experts with many rows each (a
+ * small test model) split every product instead. */
 static int experts_in_parallel(int T, int K, int E) {
-    return omp_get_max_threads() > 1 && (size_t)T * K < (size_t)E * 64;
+    int nt = omp_get_max_threads();
+    return nt > 1 && (E >= 4 * nt || (size_t)T * K < (size_t)E * 64);
 }
 
 typedef struct moe_ctx {
@@ -184,16 +203,13 @@ static void expert_fwd(const moe_ctx *m, int e) {
     const float *xs = a->xs + (size_t)r0 * C;
     float *g = a->gate + (size_t)r0 * F, *u = a->up + (size_t)r0 * F;
     float *act = a->act + (size_t)r0 * F, *ys = a->ys + (size_t)r0 * C;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, F, C, 1.0f, xs, C,
-                m->wg + (size_t)e * F * C, C, 0.0f, g, F);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, F, C, 1.0f, xs, C,
-                m->wu + (size_t)e * F * C, C, 0.0f, u, F);
+    qn_sgemm(0, 1, n, F, C, 1.0f, xs, C, m->wg + (size_t)e * F * C, C, 0.0f, g, F);
+    qn_sgemm(0, 1, n, F, C, 1.0f, xs, C, m->wu + (size_t)e * F * C, C, 0.0f, u, F);
     for (size_t i = 0; i < (size_t)n * F; i++) {
         float s = 1.0f / (1.0f + expf(-g[i]));
         act[i] = g[i] * s * u[i];
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, C, F, 1.0f, act, F,
-                m->wd + (size_t)e * C * F, F, 0.0f, ys, C);
+    qn_sgemm(0, 1, n, C, F, 1.0f, act, F, m->wd + (size_t)e * C * F, F, 0.0f, ys, C);
 }
 
 static void expert_bwd(const moe_ctx *m, int e) {
@@ -208,40 +224,30 @@ static void expert_bwd(const moe_ctx *m, int e) {
     float *dg = m->dg + (size_t)r0 * F, *du = m->du + (size_t)r0 * F;
     const float *wg = m->wg + (size_t)e * F * C, *wu = m->wu + (size_t)e * F * C;
     const float *wd = m->wd + (size_t)e * C * F;
-    if (m->dwd)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, F, n, 1.0f, dys, C, act, F, 1.0f,
-                    m->dwd + (size_t)e * C * F, F);
+    if (m->dwd) qn_sgemm(1, 0, C, F, n, 1.0f, dys, C, act, F, 1.0f, m->dwd + (size_t)e * C * F, F);
     /* d act = dys W_down, then through silu(g) * u */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, F, C, 1.0f, dys, C, wd, F, 0.0f, dg,
-                F);
+    qn_sgemm(0, 0, n, F, C, 1.0f, dys, C, wd, F, 0.0f, dg, F);
     for (size_t i = 0; i < (size_t)n * F; i++) {
         float s = 1.0f / (1.0f + expf(-g[i]));
         float da = dg[i];
         dg[i] = da * u[i] * s * (1.0f + g[i] * (1.0f - s));
         du[i] = da * g[i] * s;
     }
-    if (m->dwg)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, F, C, n, 1.0f, dg, F, xs, C, 1.0f,
-                    m->dwg + (size_t)e * F * C, C);
-    if (m->dwu)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, F, C, n, 1.0f, du, F, xs, C, 1.0f,
-                    m->dwu + (size_t)e * F * C, C);
+    if (m->dwg) qn_sgemm(1, 0, F, C, n, 1.0f, dg, F, xs, C, 1.0f, m->dwg + (size_t)e * F * C, C);
+    if (m->dwu) qn_sgemm(1, 0, F, C, n, 1.0f, du, F, xs, C, 1.0f, m->dwu + (size_t)e * F * C, C);
     /* d xs = dg W_gate + du W_up, written over dys (no longer needed) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, C, F, 1.0f, dg, F, wg, C, 0.0f, dys,
-                C);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, C, F, 1.0f, du, F, wu, C, 1.0f, dys,
-                C);
+    qn_sgemm(0, 0, n, C, F, 1.0f, dg, F, wg, C, 0.0f, dys, C);
+    qn_sgemm(0, 0, n, C, F, 1.0f, du, F, wu, C, 1.0f, dys, C);
 }
 
 static void run_experts(const moe_ctx *m, int E, int par, void (*f)(const moe_ctx *, int)) {
     if (par) {
-        int saved = openblas_get_num_threads();
-        openblas_set_num_threads(1);
 #pragma omp parallel for schedule(dynamic, 1)
-        for (int e = 0; e < E; e++) f(m, e);
-        openblas_set_num_threads(saved);
+        for (int e = 0; e < E; e++)
+            f(m, e);
     } else {
-        for (int e = 0; e < E; e++) f(m, e);
+        for (int e = 0; e < E; e++)
+            f(m, e);
     }
 }
 
@@ -251,8 +257,10 @@ void qn_moe_forward(float *out, qn_moe_acts *acts, const float *x, const int32_t
     int TK = T * K;
     int32_t *off = acts->offsets;
     memset(off, 0, (size_t)(E + 1) * sizeof(int32_t));
-    for (int i = 0; i < TK; i++) off[idx[i] + 1]++;
-    for (int e = 0; e < E; e++) off[e + 1] += off[e];
+    for (int i = 0; i < TK; i++)
+        off[idx[i] + 1]++;
+    for (int e = 0; e < E; e++)
+        off[e + 1] += off[e];
     /* stable counting sort: within an expert, slots keep token order.
      * off[e] serves as expert e's fill cursor, then is shifted back. */
     for (int i = 0; i < TK; i++) {
@@ -261,7 +269,8 @@ void qn_moe_forward(float *out, qn_moe_acts *acts, const float *x, const int32_t
         acts->tok_slot[i] = slot;
         acts->slot_tok[slot] = i / K;
     }
-    for (int e = E; e > 0; e--) off[e] = off[e - 1];
+    for (int e = E; e > 0; e--)
+        off[e] = off[e - 1];
     off[0] = 0;
 #pragma omp parallel for schedule(static) if ((size_t)TK * C > 65536)
     for (int sl = 0; sl < TK; sl++)
@@ -276,7 +285,8 @@ void qn_moe_forward(float *out, qn_moe_acts *acts, const float *x, const int32_t
         for (int k = 0; k < K; k++) {
             float wt = weight[(size_t)t * K + k];
             const float *y = acts->ys + (size_t)acts->tok_slot[(size_t)t * K + k] * C;
-            for (int c = 0; c < C; c++) o[c] += wt * y[c];
+            for (int c = 0; c < C; c++)
+                o[c] += wt * y[c];
         }
     }
 }
@@ -303,9 +313,18 @@ void qn_moe_backward(float *dx, float *dweight, float *dw_gate, float *dw_up, fl
             dweight[(size_t)t * K + k] = (float)dot;
         }
     }
-    moe_ctx m = {.a = (qn_moe_acts *)acts, .wg = w_gate, .wu = w_up, .wd = w_down,
-                 .dwg = dw_gate, .dwu = dw_up, .dwd = dw_down, .dys = dys, .dg = dg, .du = du,
-                 .C = C, .F = F};
+    moe_ctx m = {.a = (qn_moe_acts *)acts,
+                 .wg = w_gate,
+                 .wu = w_up,
+                 .wd = w_down,
+                 .dwg = dw_gate,
+                 .dwu = dw_up,
+                 .dwd = dw_down,
+                 .dys = dys,
+                 .dg = dg,
+                 .du = du,
+                 .C = C,
+                 .F = F};
     run_experts(&m, E, experts_in_parallel(T, K, E), expert_bwd);
     if (!dx) return;
 #pragma omp parallel for schedule(static) if ((size_t)T * C > 65536)
@@ -314,7 +333,8 @@ void qn_moe_backward(float *dx, float *dweight, float *dw_gate, float *dw_up, fl
         if (!accumulate) memset(o, 0, (size_t)C * sizeof(float));
         for (int k = 0; k < K; k++) {
             const float *g = dys + (size_t)acts->tok_slot[(size_t)t * K + k] * C;
-            for (int c = 0; c < C; c++) o[c] += g[c];
+            for (int c = 0; c < C; c++)
+                o[c] += g[c];
         }
     }
 }

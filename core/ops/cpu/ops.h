@@ -33,8 +33,16 @@
  * Nothing here allocates: buffers (including scratch) come from the caller,
  * whose sizes are given by the *_scratch_floats helpers where needed. Ops
  * never fail on valid shapes, so they return void; shapes are the caller's
- * contract (checked with assert in debug builds only). Calls may use OpenMP
- * and multi-threaded OpenBLAS internally; call them from one thread.
+ * contract. Calls use OpenMP internally (one level; OpenBLAS is kept
+ * single-threaded, see qn_sgemm); call them from one thread. Set
+ * OMP_NUM_THREADS to the cores you want used. Scratch sizes that depend on
+ * the thread count (attention, logprob) use omp_get_max_threads() when
+ * asked: ask again if the thread count changes.
+ *
+ * Results do not depend on how threads are scheduled (no atomics, every
+ * output element has one writer), but may change in the last bits with the
+ * number of threads (products are split by output slices of different
+ * size).
  */
 #ifndef QN_OPS_CPU_OPS_H
 #define QN_OPS_CPU_OPS_H
@@ -45,6 +53,20 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* ------------------------------------------------------------------- gemm */
+
+/* C[M, N] = alpha op(A) op(B) + beta C, row-major, op(X) = X or X^T (trans_*
+ * non-zero), the same arguments as cblas_sgemm. Threads over slices of C
+ * with OpenMP; OpenBLAS itself is held to one thread (see gemm.c for why:
+ * its pthread pool and OpenMP's spin-waits fight over the cores). Inside an
+ * OpenMP parallel region it runs on the calling thread. Use this rather
+ * than cblas_sgemm directly next to these ops. */
+void qn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc);
+/* Sets OpenBLAS to one thread (once per process; qn_sgemm calls it). Call it
+ * before calling cblas_* directly from inside an OpenMP region. */
+void qn_blas_init(void);
 
 /* ---------------------------------------------------------------- packing */
 
@@ -64,16 +86,16 @@ void qn_embedding_backward(float *dwte /* V, C */, const float *dout /* T, C */,
 
 /* out = inp w^T (+ bias). bias may be NULL. out must not alias inp. */
 void qn_matmul_forward(float *out /* N, OC */, const float *inp /* N, IC */,
-                       const float *w /* OC, IC */, const float *bias /* OC or NULL */,
-                       int N, int IC, int OC);
+                       const float *w /* OC, IC */, const float *bias /* OC or NULL */, int N,
+                       int IC, int OC);
 /* dinp (=, or += with accumulate) = dout w; dw += dout^T inp;
  * dbias += column sums of dout. Any of dinp, dw, dbias may be NULL to skip
  * that gradient (e.g. frozen weights, or the input is a token embedding
  * whose gradient is not needed). */
 void qn_matmul_backward(float *dinp /* N, IC or NULL */, float *dw /* OC, IC or NULL */,
                         float *dbias /* OC or NULL */, const float *dout /* N, OC */,
-                        const float *inp /* N, IC */, const float *w /* OC, IC */,
-                        int N, int IC, int OC, int accumulate);
+                        const float *inp /* N, IC */, const float *w /* OC, IC */, int N, int IC,
+                        int OC, int accumulate);
 
 /* ---------------------------------------------------------------- RMSNorm */
 
@@ -103,13 +125,13 @@ void qn_rope_table(float *cos_t /* P, R/2 */, float *sin_t /* P, R/2 */, int P, 
  * for i < h, angle from pos[t]; dims [R, HD) pass through unchanged.
  * pos[t] must be < P of the table. */
 void qn_rope_forward(float *x /* T, NH*HD */, const int32_t *pos /* T */,
-                     const float *cos_t /* P, R/2 */, const float *sin_t /* P, R/2 */,
-                     int T, int NH, int HD, int R);
+                     const float *cos_t /* P, R/2 */, const float *sin_t /* P, R/2 */, int T,
+                     int NH, int HD, int R);
 /* In place on dx: the inverse (transpose) rotation, i.e. dx_in = R(-angle) dx_out.
  * The pass-through dims are left as they are (identity). */
 void qn_rope_backward(float *dx /* T, NH*HD */, const int32_t *pos /* T */,
-                      const float *cos_t /* P, R/2 */, const float *sin_t /* P, R/2 */,
-                      int T, int NH, int HD, int R);
+                      const float *cos_t /* P, R/2 */, const float *sin_t /* P, R/2 */, int T,
+                      int NH, int HD, int R);
 
 /* -------------------------------------------------------------- attention */
 
@@ -131,8 +153,8 @@ void qn_attention_backward(float *dq /* T, NH*HD */, float *dk /* T, NKV*HD */,
                            float *dv /* T, NKV*HD */, const float *dout /* T, NH*HD */,
                            const float *q /* T, NH*HD */, const float *k /* T, NKV*HD */,
                            const float *v /* T, NKV*HD */, const float *out /* T, NH*HD */,
-                           const float *lse /* T, NH */, const int32_t *cu_seqlens /* S+1 */,
-                           int S, int T, int NH, int NKV, int HD, float *scratch);
+                           const float *lse /* T, NH */, const int32_t *cu_seqlens /* S+1 */, int S,
+                           int T, int NH, int NKV, int HD, float *scratch);
 /* Scratch floats that forward and backward need for this batch (the larger
  * of the two); depends on T, the longest sequence, NH and HD. */
 size_t qn_attention_scratch_floats(const int32_t *cu_seqlens /* S+1 */, int S, int T, int NH,
@@ -158,9 +180,14 @@ typedef enum qn_router_score {
     QN_ROUTER_SOFTMAX = 1, /* Qwen3-MoE */
 } qn_router_score;
 
+/* Limits of the router's per-token work arrays (GLM-4.5: 160 experts, top 8;
+ * DeepSeek-V3: 256, top 8). */
+#define QN_ROUTER_MAX_E 1024
+#define QN_ROUTER_MAX_K 64
+
 typedef struct qn_router_cfg {
-    int E;                       /* routed experts */
-    int K;                       /* experts per token */
+    int E;                       /* routed experts, <= QN_ROUTER_MAX_E */
+    int K;                       /* experts per token, <= min(E, QN_ROUTER_MAX_K) */
     int n_group;                 /* <= 1: no group limit; else divides E, E/n_group >= 2 */
     int topk_group;              /* groups kept per token when n_group > 1 */
     qn_router_score score;       /* sigmoid or softmax over all E experts */
@@ -180,9 +207,9 @@ typedef struct qn_router_cfg {
  * Qwen3-MoE order (softmax over all E, top-k, optional renorm) is the same
  * path with bias = NULL, n_group <= 1, factor 1.0. scores is saved for the
  * backward. idx within a token is ordered by decreasing choice value. */
-void qn_router_forward(const qn_router_cfg *cfg, int32_t *idx /* T, K */,
-                       float *weight /* T, K */, float *scores /* T, E */,
-                       const float *x /* T, C */, const float *w /* E, C */, int T, int C);
+void qn_router_forward(const qn_router_cfg *cfg, int32_t *idx /* T, K */, float *weight /* T, K */,
+                       float *scores /* T, E */, const float *x /* T, C */,
+                       const float *w /* E, C */, int T, int C);
 /* Gradient through the gathered weights only (selection is piecewise
  * constant; the bias gets none): dx (=, or += with accumulate), dw += .
  * scratch: T*E floats (d logits). */
@@ -227,13 +254,12 @@ void qn_moe_forward(float *out /* T, C */, qn_moe_acts *acts, const float *x /* 
 /* dx (=, or += with accumulate); dweight (=) is d loss / d weight[t,k] for
  * qn_router_backward; dw_gate, dw_up, dw_down += (any may be NULL to skip).
  * scratch: qn_moe_scratch_floats(T, K, C, F) floats. */
-void qn_moe_backward(float *dx /* T, C */, float *dweight /* T, K */,
-                     float *dw_gate /* E, F, C */, float *dw_up /* E, F, C */,
-                     float *dw_down /* E, C, F */, const float *dout /* T, C */,
-                     const qn_moe_acts *acts, const float *weight /* T, K */,
-                     const float *w_gate /* E, F, C */, const float *w_up /* E, F, C */,
-                     const float *w_down /* E, C, F */, int T, int C, int F, int E, int K,
-                     int accumulate, float *scratch);
+void qn_moe_backward(float *dx /* T, C */, float *dweight /* T, K */, float *dw_gate /* E, F, C */,
+                     float *dw_up /* E, F, C */, float *dw_down /* E, C, F */,
+                     const float *dout /* T, C */, const qn_moe_acts *acts,
+                     const float *weight /* T, K */, const float *w_gate /* E, F, C */,
+                     const float *w_up /* E, F, C */, const float *w_down /* E, C, F */, int T,
+                     int C, int F, int E, int K, int accumulate, float *scratch);
 size_t qn_moe_scratch_floats(int T, int K, int C, int F);
 
 /* ------------------------------------------------------- log-prob / entropy */
@@ -245,7 +271,7 @@ size_t qn_moe_scratch_floats(int T, int K, int C, int F);
  * a time, online log-sum-exp), so no [N, V] buffer exists. Saves
  * lse[n] = logZ and ez[n] = sum_v p_v z_v for the backward. chunk is any
  * positive number (it need not divide V). scratch:
- * qn_logprob_scratch_floats(N, chunk) floats. */
+ * qn_logprob_scratch_floats(N, C, chunk) floats. */
 void qn_logprob_forward(float *logp /* N */, float *entropy /* N */, float *lse /* N */,
                         float *ez /* N */, const float *h /* N, C */,
                         const int32_t *targets /* N */, const float *w /* V, C */, int N, int C,
@@ -260,7 +286,9 @@ void qn_logprob_backward(float *dh /* N, C */, float *dw /* V, C */, const float
                          const float *ez /* N */, const float *h /* N, C */,
                          const int32_t *targets /* N */, const float *w /* V, C */, int N, int C,
                          int V, float temperature, int chunk, int accumulate, float *scratch);
-size_t qn_logprob_scratch_floats(int N, int chunk);
+/* Scratch floats for forward and backward: a [min(N, 128), chunk] logits
+ * block per thread plus (threads - 1) private [N, C] dh sums. */
+size_t qn_logprob_scratch_floats(int N, int C, int chunk);
 
 #ifdef __cplusplus
 }

@@ -17,10 +17,12 @@ void qn_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *
         const float *x = inp + (size_t)n * D;
         float *y = out + (size_t)n * D;
         double ss = 0.0;
-        for (int i = 0; i < D; i++) ss += (double)x[i] * x[i];
+        for (int i = 0; i < D; i++)
+            ss += (double)x[i] * x[i];
         float r = (float)(1.0 / sqrt(ss / D + (double)eps));
         rstd[n] = r;
-        for (int i = 0; i < D; i++) y[i] = x[i] * r * w[i];
+        for (int i = 0; i < D; i++)
+            y[i] = x[i] * r * w[i];
     }
 }
 
@@ -37,26 +39,31 @@ void qn_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float 
             for (int n = 0; n < N; n++) {
                 const float *x = inp + (size_t)n * D, *dy = dout + (size_t)n * D;
                 float r = rstd[n];
-                for (int i = i0; i < i1; i++) acc[i - i0] += dy[i] * x[i] * r;
+                for (int i = i0; i < i1; i++)
+                    acc[i - i0] += dy[i] * x[i] * r;
             }
-            for (int i = i0; i < i1; i++) dw[i] += acc[i - i0];
+            for (int i = i0; i < i1; i++)
+                dw[i] += acc[i - i0];
         }
     }
     if (!dinp) return;
-    /* y = x r w, r = (mean x^2 + eps)^-1/2:
-     * dx_i = r w_i dy_i - x_i r^3 / D * sum_j w_j dy_j x_j */
+        /* y = x r w, r = (mean x^2 + eps)^-1/2:
+         * dx_i = r w_i dy_i - x_i r^3 / D * sum_j w_j dy_j x_j */
 #pragma omp parallel for schedule(static) if ((size_t)N * D > 32768)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * D, *dy = dout + (size_t)n * D;
         float *dx = dinp + (size_t)n * D;
         float r = rstd[n];
         double dot = 0.0;
-        for (int i = 0; i < D; i++) dot += (double)w[i] * dy[i] * x[i];
+        for (int i = 0; i < D; i++)
+            dot += (double)w[i] * dy[i] * x[i];
         float c = (float)(dot * r * r * r / D);
         if (accumulate) {
-            for (int i = 0; i < D; i++) dx[i] += r * w[i] * dy[i] - x[i] * c;
+            for (int i = 0; i < D; i++)
+                dx[i] += r * w[i] * dy[i] - x[i] * c;
         } else {
-            for (int i = 0; i < D; i++) dx[i] = r * w[i] * dy[i] - x[i] * c;
+            for (int i = 0; i < D; i++)
+                dx[i] = r * w[i] * dy[i] - x[i] * c;
         }
     }
 }

@@ -54,5 +54,6 @@ void qn_rope_backward(float *dx, const int32_t *pos, const float *cos_t, const f
 
 void qn_packed_positions(int32_t *pos, const int32_t *cu_seqlens, int S) {
     for (int s = 0; s < S; s++)
-        for (int32_t t = cu_seqlens[s]; t < cu_seqlens[s + 1]; t++) pos[t] = t - cu_seqlens[s];
+        for (int32_t t = cu_seqlens[s]; t < cu_seqlens[s + 1]; t++)
+            pos[t] = t - cu_seqlens[s];
 }

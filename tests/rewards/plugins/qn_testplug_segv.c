@@ -16,7 +16,8 @@ static int score(void *st, const qn_reward_sample *s, qn_reward_score *out) {
     out->value = 1.0;
     if (strcmp(s->label, "ids") == 0) {
         double v = 0;
-        for (size_t i = 0; i < s->n_response_ids; i++) v += s->response_ids[i];
+        for (size_t i = 0; i < s->n_response_ids; i++)
+            v += s->response_ids[i];
         v += 1000.0 * (double)s->n_prompt_ids;
         if (s->n_prompt_ids) v += 100000.0 * s->prompt_ids[0];
         if (strcmp(s->metadata_json, "{\"k\":\"v\"}") == 0) v += 1e7;

@@ -44,7 +44,9 @@ static int score_group(void *st, const qn_reward_sample *smp, size_t n, qn_rewar
     return QN_REWARD_OK;
 }
 
-static void release(void *st) { free(st); }
+static void release(void *st) {
+    free(st);
+}
 
 const qn_reward_api_v1 ranker_v1 = {.abi_version = 1,
                                     .struct_size = sizeof(qn_reward_api_v1),
