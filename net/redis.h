@@ -2,9 +2,7 @@
  * commands with one transparent reconnect, and retry backoff.
  *
  * Every quench process of a job shares one Redis (DESIGN.md, "Shared state
- * in Redis"), named by a URL:
- *   redis://[[user]:password@]host[:port][/db]     (port 6379, db 0 by default)
- *   unix:///path/to/redis.sock[?db=N]
+ * in Redis"), named by a URL (forms and parser: core/redis_url.h).
  * Keys of a job live under "quench:<job>:" (qn_redis_key).
  *
  * A connection belongs to one thread. Commands are synchronous with a
@@ -21,19 +19,8 @@
 
 #include <hiredis/hiredis.h>
 
+#include "core/redis_url.h"
 #include "quench/status.h"
-
-typedef struct qn_redis_url {
-    char host[256];      /* empty for a unix socket */
-    int port;
-    char unix_path[256]; /* empty for TCP */
-    int db;
-    char user[64];
-    char password[128];
-} qn_redis_url;
-
-/* Parses a Redis URL; errors name the URL and what is wrong with it. */
-qn_status qn_redis_url_parse(const char *url, qn_redis_url *out);
 
 typedef struct qn_redis qn_redis;
 

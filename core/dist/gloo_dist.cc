@@ -1,7 +1,7 @@
 // gloo_dist.cc — the CPU backend of dist.h: a thin C++ shim over Gloo.
 //
 // Rendezvous goes through our own Gloo Store on the job's Redis (hiredis,
-// same URL forms as net/redis.h), not Gloo's RedisStore, because that one
+// URL forms of core/redis_url.h), not Gloo's RedisStore, because that one
 // only knows host:port — no unix sockets, passwords, databases or key
 // prefixes. Gloo reports failures by throwing; every entry point catches and
 // turns them into a qn_status with Gloo's message, so no exception crosses
@@ -26,103 +26,14 @@
 #include <hiredis/hiredis.h>
 
 #include "core/dist/dist.h"
+#include "core/redis_url.h"
 
 namespace {
-
-// Parses the URL forms of net/redis.h (kept in step with qn_redis_url_parse,
-// which the C side tests; duplicated here only to avoid a core -> net edge).
-struct RedisAddr {
-    std::string host, unix_path, user, password;
-    int port = 6379, db = 0;
-};
-
-bool parse_url(const std::string &url, RedisAddr *a, std::string *why) {
-    auto to_int = [](const std::string &s, int lo, int hi, int *out) {
-        if (s.empty() || s.size() > 9) return false;
-        int v = 0;
-        for (char c : s) {
-            if (c < '0' || c > '9') return false;
-            v = v * 10 + (c - '0');
-        }
-        if (v < lo || v > hi) return false;
-        *out = v;
-        return true;
-    };
-    if (url.rfind("unix://", 0) == 0) {
-        std::string rest = url.substr(7);
-        size_t q = rest.find('?');
-        a->unix_path = rest.substr(0, q);
-        if (a->unix_path.empty() || a->unix_path[0] != '/') {
-            *why = "the socket path must be absolute";
-            return false;
-        }
-        if (q != std::string::npos) {
-            if (rest.compare(q, 4, "?db=") != 0 || !to_int(rest.substr(q + 4), 0, 65535, &a->db)) {
-                *why = "the only query accepted is ?db=<0..65535>";
-                return false;
-            }
-        }
-        return true;
-    }
-    if (url.rfind("redis://", 0) != 0) {
-        *why = "unknown scheme";
-        return false;
-    }
-    std::string rest = url.substr(8);
-    size_t at = rest.rfind('@');
-    if (at != std::string::npos) {
-        std::string cred = rest.substr(0, at);
-        size_t colon = cred.find(':');
-        if (colon == std::string::npos) {
-            *why = "credentials must be [user]:password";
-            return false;
-        }
-        a->user = cred.substr(0, colon);
-        a->password = cred.substr(colon + 1);
-        rest = rest.substr(at + 1);
-    }
-    size_t slash = rest.find('/');
-    std::string hostport = rest.substr(0, slash);
-    if (slash != std::string::npos && slash + 1 < rest.size() &&
-        !to_int(rest.substr(slash + 1), 0, 65535, &a->db)) {
-        *why = "database must be an integer in [0, 65535]";
-        return false;
-    }
-    std::string port;
-    if (!hostport.empty() && hostport[0] == '[') {
-        size_t rb = hostport.find(']');
-        if (rb == std::string::npos) {
-            *why = "unterminated IPv6 address";
-            return false;
-        }
-        a->host = hostport.substr(1, rb - 1);
-        if (rb + 1 < hostport.size()) {
-            if (hostport[rb + 1] != ':') {
-                *why = "junk after IPv6 address";
-                return false;
-            }
-            port = hostport.substr(rb + 2);
-        }
-    } else {
-        size_t colon = hostport.find(':');
-        a->host = hostport.substr(0, colon);
-        if (colon != std::string::npos) port = hostport.substr(colon + 1);
-    }
-    if (a->host.empty()) {
-        *why = "no host";
-        return false;
-    }
-    if (!port.empty() && !to_int(port, 1, 65535, &a->port)) {
-        *why = "port must be an integer in [1, 65535]";
-        return false;
-    }
-    return true;
-}
 
 // A Gloo rendezvous store on Redis. Keys are prefixed; values are binary.
 class QnRedisStore : public gloo::rendezvous::Store {
   public:
-    QnRedisStore(const RedisAddr &addr, std::string prefix, std::chrono::milliseconds timeout)
+    QnRedisStore(const qn_redis_url &addr, std::string prefix, std::chrono::milliseconds timeout)
         : addr_(addr), prefix_(std::move(prefix)), timeout_(timeout) {
         connect();
     }
@@ -174,16 +85,15 @@ class QnRedisStore : public gloo::rendezvous::Store {
         struct timeval tv;
         tv.tv_sec = (long)(timeout_.count() / 1000);
         tv.tv_usec = (long)(timeout_.count() % 1000) * 1000;
-        ctx_ = addr_.unix_path.empty() ? redisConnectWithTimeout(addr_.host.c_str(), addr_.port, tv)
-                                       : redisConnectUnixWithTimeout(addr_.unix_path.c_str(), tv);
+        ctx_ = addr_.unix_path[0] ? redisConnectUnixWithTimeout(addr_.unix_path, tv)
+                                  : redisConnectWithTimeout(addr_.host, addr_.port, tv);
         if (!ctx_ || ctx_->err)
             throw std::runtime_error(std::string("cannot connect to Redis: ") +
                                      (ctx_ ? ctx_->errstr : "out of memory"));
-        if (!addr_.password.empty()) {
-            redisReply *r = addr_.user.empty()
-                                ? (redisReply *)redisCommand(ctx_, "AUTH %s", addr_.password.c_str())
-                                : (redisReply *)redisCommand(ctx_, "AUTH %s %s", addr_.user.c_str(),
-                                                             addr_.password.c_str());
+        if (addr_.password[0]) {
+            redisReply *r = addr_.user[0]
+                                ? (redisReply *)redisCommand(ctx_, "AUTH %s %s", addr_.user, addr_.password)
+                                : (redisReply *)redisCommand(ctx_, "AUTH %s", addr_.password);
             freeReplyObject(reply(r, "AUTH"));
         }
         if (addr_.db) freeReplyObject(reply((redisReply *)redisCommand(ctx_, "SELECT %d", addr_.db), "SELECT"));
@@ -200,7 +110,7 @@ class QnRedisStore : public gloo::rendezvous::Store {
         return r;
     }
 
-    RedisAddr addr_;
+    qn_redis_url addr_;
     std::string prefix_;
     std::chrono::milliseconds timeout_;
     redisContext *ctx_ = nullptr;
@@ -239,11 +149,11 @@ extern "C" qn_status qn_dist_init(const qn_dist_config *cfg, qn_dist **out) {
         return qn_fail(QN_ERR_INVALID, "dist: a group of %d ranks needs a Redis URL for rendezvous (QN_REDIS_URL)",
                        cfg->world_size);
     }
-    RedisAddr addr;
-    std::string why;
-    if (!parse_url(cfg->redis_url, &addr, &why)) {
+    qn_redis_url addr;
+    qn_status ps = qn_redis_url_parse(cfg->redis_url, &addr);
+    if (ps != QN_OK) {
         delete d;
-        return qn_fail(QN_ERR_INVALID, "dist: Redis URL '%s': %s", cfg->redis_url, why.c_str());
+        return ps;
     }
     try {
         gloo::transport::tcp::attr attr;

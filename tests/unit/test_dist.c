@@ -110,6 +110,9 @@ static void test_single_rank(void **state) {
     qn_dist_config bad = {.rank = 0, .world_size = 2};
     assert_int_equal(qn_dist_init(&bad, &d), QN_ERR_INVALID);
     assert_non_null(strstr(qn_last_error(), "QN_REDIS_URL"));
+    qn_dist_config bad_url = {.rank = 0, .world_size = 2, .redis_url = "http://node0"};
+    assert_int_equal(qn_dist_init(&bad_url, &d), QN_ERR_INVALID);
+    assert_non_null(strstr(qn_last_error(), "Redis URL 'http://node0'"));
     qn_dist_config bad2 = {.rank = 3, .world_size = 2};
     assert_int_equal(qn_dist_init(&bad2, &d), QN_ERR_RANGE);
 }
