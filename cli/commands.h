@@ -40,8 +40,16 @@ void qn_help_bench(FILE *out);
 int qn_cmd_model_info(int argc, char **argv);
 void qn_help_model_info(FILE *out);
 
+/* checkpoint dtype conversion, FP8 block quantisation (cli/cmd_convert.c) */
+int qn_cmd_convert(int argc, char **argv);
+void qn_help_convert(FILE *out);
+
 /* tokenizer tool (cli/cmd_tokenize.c) */
 int qn_cmd_tokenize(int argc, char **argv);
 void qn_help_tokenize(FILE *out);
+
+/* one trainer optimizer step on a JSONL batch (cli/cmd_train_step.c) */
+int qn_cmd_train_step(int argc, char **argv);
+void qn_help_train_step(FILE *out);
 
 #endif

@@ -24,7 +24,9 @@ static const qn_command k_commands[] = {
     {"grad", "gradients of sum(dlogp*logp + dentropy*entropy) as safetensors", qn_cmd_grad, qn_help_grad},
     {"bench", "benchmarks with a reference ratio (quench bench model)", qn_cmd_bench, qn_help_bench},
     {"model-info", "print what quench reads from a config.json, as JSON", qn_cmd_model_info, qn_help_model_info},
+    {"convert", "rewrite a checkpoint as FP8 blocks (DeepSeek-V3 convention), bf16 or fp32", qn_cmd_convert, qn_help_convert},
     {"tokenize", "text to token ids and back, chat templates, tokenizer.json export", qn_cmd_tokenize, qn_help_tokenize},
+    {"train-step", "one GRPO/SFT optimizer step on a JSONL batch (gradients, AdamW)", qn_cmd_train_step, qn_help_train_step},
 };
 static const size_t k_n_commands = sizeof k_commands / sizeof k_commands[0];
 

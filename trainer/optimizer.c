@@ -45,7 +45,7 @@ double qn_lr_at(const qn_adamw_cfg *c, int64_t t) {
 
 /* qsort has no context argument: the table reaches the comparator through a
  * thread-local, so concurrent inits on different threads do not collide. */
-static _Thread_local const qn_param_info *g_sort_params;
+static _Thread_local const qn_opt_tensor *g_sort_params;
 
 static int cmp_offset(const void *x, const void *y) {
     int64_t a = g_sort_params[*(const size_t *)x].offset,
@@ -53,7 +53,7 @@ static int cmp_offset(const void *x, const void *y) {
     return a < b ? -1 : a > b;
 }
 
-qn_status qn_adamw_init(qn_adamw *opt, const qn_adamw_cfg *cfg, const qn_param_info *params,
+qn_status qn_adamw_init(qn_adamw *opt, const qn_adamw_cfg *cfg, const qn_opt_tensor *params,
                         size_t n_params, int64_t n) {
     memset(opt, 0, sizeof *opt);
     QN_CHECK(qn_adamw_cfg_check(cfg));
@@ -64,7 +64,7 @@ qn_status qn_adamw_init(qn_adamw *opt, const qn_adamw_cfg *cfg, const qn_param_i
     if (!ord) return qn_fail(QN_ERR_NOMEM, "adamw: table of %zu tensors", n_params);
     size_t n_ord = 0;
     for (size_t i = 0; i < n_params; i++) {
-        const qn_param_info *p = &params[i];
+        const qn_opt_tensor *p = &params[i];
         if (p->offset < 0 || p->size < 0 || p->offset > n || p->size > n - p->offset ||
             p->ndim < 1) {
             free(ord);
@@ -78,7 +78,7 @@ qn_status qn_adamw_init(qn_adamw *opt, const qn_adamw_cfg *cfg, const qn_param_i
     g_sort_params = params;
     qsort(ord, n_ord, sizeof *ord, cmp_offset);
     for (size_t k = 1; k < n_ord; k++) {
-        const qn_param_info *a = &params[ord[k - 1]], *b = &params[ord[k]];
+        const qn_opt_tensor *a = &params[ord[k - 1]], *b = &params[ord[k]];
         if (a->offset + a->size > b->offset) {
             free(ord);
             return qn_fail(QN_ERR_INVALID, "adamw: tensors '%s' and '%s' overlap",
@@ -129,7 +129,7 @@ qn_status qn_adamw_step(qn_adamw *opt, float *params, float *grad, qn_adamw_step
     const double bc1 = 1.0 - pow(b1, (double)opt->step), bc2 = 1.0 - pow(b2, (double)opt->step);
     const double sqrt_bc2 = sqrt(bc2);
     for (size_t k = 0; k < opt->n_params; k++) {
-        const qn_param_info *p = &opt->params[k];
+        const qn_opt_tensor *p = &opt->params[k];
         const double decay = p->ndim >= 2 ? lr * c->weight_decay : 0.0;
         for (int64_t i = p->offset; i < p->offset + p->size; i++) {
             const double g = grad[i];

@@ -56,15 +56,15 @@ typedef struct qn_adamw_cfg {
     double clip_grad; /* 0: no clipping */
 } qn_adamw_cfg;
 
-typedef struct qn_param_info {
+typedef struct qn_opt_tensor {
     const char *name; /* borrowed; the table must outlive the optimizer */
     int64_t offset, size;
     int32_t ndim;
-} qn_param_info;
+} qn_opt_tensor;
 
 typedef struct qn_adamw {
     qn_adamw_cfg cfg;
-    const qn_param_info *params;
+    const qn_opt_tensor *params;
     size_t n_params;
     int64_t n;      /* floats in the flat buffer */
     float *m, *v;   /* [n] first and second moments */
@@ -89,7 +89,7 @@ double qn_lr_at(const qn_adamw_cfg *cfg, int64_t step);
 /* Prepares an optimizer for a buffer of n floats described by params
  * (tensors must lie inside [0, n) without overlapping; ndim >= 1). States
  * start at zero. QN_ERR_INVALID for a bad table, naming the tensor. */
-qn_status qn_adamw_init(qn_adamw *opt, const qn_adamw_cfg *cfg, const qn_param_info *params,
+qn_status qn_adamw_init(qn_adamw *opt, const qn_adamw_cfg *cfg, const qn_opt_tensor *params,
                         size_t n_params, int64_t n);
 void qn_adamw_free(qn_adamw *opt);
 

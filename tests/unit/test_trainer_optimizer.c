@@ -65,12 +65,12 @@ static void test_adamw_vs_torch(void **state) {
             .weight_decay = num(c, "wd"), .beta1 = num(c, "b1"), .beta2 = num(c, "b2"),
             .eps = num(c, "eps"), .clip_grad = num(c, "clip")};
         const cJSON *tj = cJSON_GetObjectItemCaseSensitive(cs, "tensors"), *t;
-        qn_param_info info[16];
+        qn_opt_tensor info[16];
         size_t nt = 0;
         int64_t n = 0;
         cJSON_ArrayForEach(t, tj) {
             assert_true(nt < 16);
-            info[nt] = (qn_param_info){
+            info[nt] = (qn_opt_tensor){
                 .name = cJSON_GetObjectItemCaseSensitive(t, "name")->valuestring,
                 .offset = (int64_t)num(t, "offset"), .size = (int64_t)num(t, "size"),
                 .ndim = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(t, "shape"))};
@@ -127,7 +127,7 @@ static void test_adamw_vs_torch(void **state) {
 }
 
 static void test_adamw_resume_bit_identical(void **state) {
-    qn_param_info info[2] = {{"w", 0, 12, 2}, {"b", 12, 3, 1}};
+    qn_opt_tensor info[2] = {{"w", 0, 12, 2}, {"b", 12, 3, 1}};
     qn_adamw_cfg cfg = {.lr = 1e-2, .min_lr = 1e-4, .decay_style = QN_LR_COSINE,
                         .warmup_iters = 1, .decay_iters = 6, .weight_decay = 0.1, .beta1 = 0.9,
                         .beta2 = 0.999, .eps = 1e-8, .clip_grad = 0.5};
@@ -171,11 +171,11 @@ static void test_adamw_config_errors(void **state) {
     c = ok, c.decay_style = QN_LR_LINEAR, c.warmup_iters = 5, c.decay_iters = 5;
     assert_int_equal(qn_adamw_cfg_check(&c), QN_ERR_RANGE);
     assert_non_null(strstr(qn_last_error(), "--lr-decay-iters"));
-    qn_param_info bad[2] = {{"a", 0, 10, 2}, {"b", 8, 4, 1}};
+    qn_opt_tensor bad[2] = {{"a", 0, 10, 2}, {"b", 8, 4, 1}};
     qn_adamw o;
     assert_int_equal(qn_adamw_init(&o, &ok, bad, 2, 12), QN_ERR_INVALID);
     assert_non_null(strstr(qn_last_error(), "overlap"));
-    qn_param_info out[1] = {{"c", 4, 10, 2}};
+    qn_opt_tensor out[1] = {{"c", 4, 10, 2}};
     assert_int_equal(qn_adamw_init(&o, &ok, out, 1, 12), QN_ERR_INVALID);
     assert_non_null(strstr(qn_last_error(), "'c'"));
 }

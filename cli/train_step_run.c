@@ -1,0 +1,466 @@
+/* train_step_run.c — the work of `quench train-step` (flags and the AdamW
+ * bridge are in cmd_train_step.c): read and validate the batch file, GRPO
+ * advantages, the packing plan, per micro-batch forward / loss / backward,
+ * the all-reduce over data-parallel ranks, the optimizer step and the
+ * outputs.
+ *
+ * Old log-probs are "recomputed": the forward of the loss pass runs on the
+ * unchanged weights of this step, so its log-probs ARE the recomputed old
+ * log-probs (a second forward with the same packing gives the same bits);
+ * they are copied and passed as old_logp, so ratio = 1 and ppo_kl = 0 exactly
+ * unless --use-rollout-logprobs. Every rank reads the whole file (advantages
+ * and the loss normaliser are global), computes the same plan and runs its
+ * share. Leaves out: multi-step rollouts (the optimizer state file is
+ * cmd_train_step.c's). */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli/commands.h"
+#include "cli/train_step.h"
+#include "core/dist/dist.h"
+#include "core/log.h"
+#include "core/model/model.h"
+#include "trainer/advantages.h"
+
+/* the metrics are all-reduced as one array of doubles */
+_Static_assert(sizeof(qn_loss_metrics) % sizeof(double) == 0, "qn_loss_metrics: doubles only");
+
+typedef struct ts_sample {
+    int32_t *tokens; /* [len] */
+    int64_t len, k;  /* response positions k..len-1 */
+    int64_t group;
+    double reward;
+    float *roll;     /* [len-k] rollout log-probs or NULL */
+    float *mask;     /* [len-k] or NULL (all ones) */
+} ts_sample;
+
+typedef struct ts_batch {
+    ts_sample *v;
+    int64_t n;
+    bool all_roll; /* every sample has rollout_logprobs */
+} ts_batch;
+
+static void batch_free(ts_batch *b) {
+    for (int64_t i = 0; i < b->n; i++) {
+        free(b->v[i].tokens);
+        free(b->v[i].roll);
+        free(b->v[i].mask);
+    }
+    free(b->v);
+    memset(b, 0, sizeof *b);
+}
+
+static bool is_int(const cJSON *x) {
+    return cJSON_IsNumber(x) && isfinite(x->valuedouble) && x->valuedouble == floor(x->valuedouble);
+}
+
+/* A per-response-position array; want = len - k. */
+static qn_status read_resp(const cJSON *arr, const char *key, int64_t want, bool is_mask,
+                           const char *path, long line, float **out) {
+    if (!cJSON_IsArray(arr))
+        return qn_fail(QN_ERR_FORMAT, "%s:%ld: \"%s\" must be an array of numbers", path, line,
+                       key);
+    int64_t n = cJSON_GetArraySize(arr);
+    if (n != want)
+        return qn_fail(QN_ERR_FORMAT,
+                       "%s:%ld: \"%s\" has %lld values; expected one per response position "
+                       "(len - response_start = %lld)",
+                       path, line, key, (long long)n, (long long)want);
+    float *v = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    if (!v) return qn_fail(QN_ERR_NOMEM, "%s:%ld", path, line);
+    int64_t i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr) {
+        bool ok = cJSON_IsNumber(it) && isfinite(it->valuedouble);
+        if (ok && is_mask) ok = it->valuedouble == 0.0 || it->valuedouble == 1.0;
+        if (!ok) {
+            free(v);
+            return qn_fail(QN_ERR_FORMAT, "%s:%ld: \"%s\"[%lld] is not %s", path, line, key,
+                           (long long)i, is_mask ? "0 or 1" : "a finite number");
+        }
+        v[i++] = (float)it->valuedouble;
+    }
+    *out = v;
+    return QN_OK;
+}
+
+static qn_status parse_sample(const char *text, const char *path, long line, int64_t vocab,
+                              const qn_loss_cfg *lc, ts_sample *q) {
+    memset(q, 0, sizeof *q);
+    qn_status s = QN_OK;
+    cJSON *o = cJSON_Parse(text);
+    const cJSON *toks = cJSON_GetObjectItemCaseSensitive(o, "tokens");
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(o, "response_start");
+    const cJSON *grp = cJSON_GetObjectItemCaseSensitive(o, "group");
+    const cJSON *rew = cJSON_GetObjectItemCaseSensitive(o, "reward");
+    const cJSON *roll = cJSON_GetObjectItemCaseSensitive(o, "rollout_logprobs");
+    const cJSON *mask = cJSON_GetObjectItemCaseSensitive(o, "loss_mask");
+    if (!cJSON_IsObject(o)) {
+        s = qn_fail(QN_ERR_FORMAT, "%s:%ld: not a JSON object", path, line);
+        goto done;
+    }
+    if (!toks) {
+        s = qn_fail(QN_ERR_FORMAT, "%s:%ld: missing field \"tokens\"", path, line);
+        goto done;
+    }
+    if (!cJSON_IsArray(toks) || cJSON_GetArraySize(toks) < 2) {
+        s = qn_fail(QN_ERR_FORMAT, "%s:%ld: \"tokens\" must be an array of at least 2 token ids",
+                    path, line);
+        goto done;
+    }
+    q->len = cJSON_GetArraySize(toks);
+    if (!rs) {
+        s = qn_fail(QN_ERR_FORMAT, "%s:%ld: missing field \"response_start\"", path, line);
+        goto done;
+    }
+    if (!is_int(rs) || rs->valuedouble < 1 || rs->valuedouble > (double)(q->len - 1)) {
+        s = qn_fail(QN_ERR_RANGE,
+                    "%s:%ld: \"response_start\" out of range: must be an integer in [1, %lld] "
+                    "(len(tokens) - 1)",
+                    path, line, (long long)(q->len - 1));
+        goto done;
+    }
+    q->k = (int64_t)rs->valuedouble;
+    if (!grp || !is_int(grp)) {
+        s = qn_fail(QN_ERR_FORMAT, "%s:%ld: %s field \"group\" (an integer)", path, line,
+                    grp ? "bad" : "missing");
+        goto done;
+    }
+    q->group = (int64_t)grp->valuedouble;
+    if (!rew || !cJSON_IsNumber(rew) || !isfinite(rew->valuedouble)) {
+        s = qn_fail(QN_ERR_FORMAT, "%s:%ld: %s field \"reward\" (a finite number)", path, line,
+                    rew ? "bad" : "missing");
+        goto done;
+    }
+    q->reward = rew->valuedouble;
+    q->tokens = malloc((size_t)q->len * sizeof(int32_t));
+    if (!q->tokens) {
+        s = qn_fail(QN_ERR_NOMEM, "%s:%ld", path, line);
+        goto done;
+    }
+    int64_t i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, toks) {
+        if (!is_int(it) || it->valuedouble < 0 || it->valuedouble >= (double)vocab) {
+            s = qn_fail(QN_ERR_RANGE, "%s:%ld: tokens[%lld] is not a token id in [0, %lld) "
+                        "(the model's vocab_size)", path, line, (long long)i, (long long)vocab);
+            goto done;
+        }
+        q->tokens[i++] = (int32_t)it->valuedouble;
+    }
+    if (roll) {
+        QN_CHECK_GOTO(read_resp(roll, "rollout_logprobs", q->len - q->k, false, path, line,
+                                &q->roll), s, done);
+    } else if (lc->use_rollout_logprobs || lc->use_tis) {
+        s = qn_fail(QN_ERR_FORMAT, "%s:%ld: missing field \"rollout_logprobs\" (needed by %s)",
+                    path, line, lc->use_tis ? "--use-tis" : "--use-rollout-logprobs");
+        goto done;
+    }
+    if (mask)
+        QN_CHECK_GOTO(read_resp(mask, "loss_mask", q->len - q->k, true, path, line, &q->mask), s,
+                      done);
+done:
+    cJSON_Delete(o);
+    if (s != QN_OK) {
+        free(q->tokens);
+        free(q->roll);
+        free(q->mask);
+        memset(q, 0, sizeof *q);
+    }
+    return s;
+}
+
+static qn_status read_batch(const char *path, int64_t vocab, const qn_loss_cfg *lc,
+                            ts_batch *out) {
+    memset(out, 0, sizeof *out);
+    FILE *f = fopen(path, "rb");
+    if (!f) return qn_fail(QN_ERR_IO, "%s: cannot open", path);
+    char *text = NULL;
+    size_t cap = 0, vcap = 0;
+    ssize_t n;
+    long line = 0;
+    qn_status s = QN_OK;
+    while ((n = getline(&text, &cap, f)) >= 0) {
+        line++;
+        while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r' || text[n - 1] == ' '))
+            text[--n] = 0;
+        if (n == 0) continue;
+        if ((size_t)out->n == vcap) {
+            vcap = vcap ? vcap * 2 : 64;
+            ts_sample *nv = realloc(out->v, vcap * sizeof *nv);
+            if (!nv) {
+                s = qn_fail(QN_ERR_NOMEM, "%s", path);
+                break;
+            }
+            out->v = nv;
+        }
+        s = parse_sample(text, path, line, vocab, lc, &out->v[out->n]);
+        if (s != QN_OK) break;
+        out->n++;
+    }
+    free(text);
+    fclose(f);
+    if (s == QN_OK && out->n == 0) s = qn_fail(QN_ERR_FORMAT, "%s: no samples", path);
+    if (s != QN_OK) {
+        batch_free(out);
+        return s;
+    }
+    out->all_roll = true;
+    for (int64_t i = 0; i < out->n; i++) out->all_roll = out->all_roll && out->v[i].roll;
+    return QN_OK;
+}
+
+/* Buffers for one micro-batch (sized for the largest of this rank). */
+typedef struct ts_mb {
+    int32_t *tokens, *targets;
+    int64_t *cu, *rows, *cu_resp;
+    float *logp, *ent, *old, *ref, *ref_ent, *adv, *mask, *roll, *dl, *de;
+    double *dlogp, *dent;
+} ts_mb;
+
+static void mb_free(ts_mb *b) {
+    free(b->tokens), free(b->targets), free(b->cu), free(b->rows), free(b->cu_resp);
+    free(b->logp), free(b->ent), free(b->old), free(b->ref), free(b->ref_ent), free(b->adv);
+    free(b->mask), free(b->roll), free(b->dl), free(b->de), free(b->dlogp), free(b->dent);
+}
+
+static qn_status mb_alloc(ts_mb *b, int64_t T, int64_t S) {
+    size_t t = (size_t)(T > 0 ? T : 1), s1 = (size_t)(S + 1);
+    b->tokens = malloc(t * sizeof(int32_t));
+    b->targets = malloc(t * sizeof(int32_t));
+    b->cu = malloc(s1 * sizeof(int64_t));
+    b->cu_resp = malloc(s1 * sizeof(int64_t));
+    b->rows = malloc(t * sizeof(int64_t));
+    float **fl[] = {&b->logp, &b->ent, &b->old, &b->ref, &b->ref_ent, &b->adv,
+                    &b->mask, &b->roll, &b->dl, &b->de};
+    bool ok = b->tokens && b->targets && b->cu && b->cu_resp && b->rows;
+    for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++) {
+        *fl[i] = malloc(t * sizeof(float));
+        ok = ok && *fl[i];
+    }
+    b->dlogp = malloc(t * sizeof(double));
+    b->dent = malloc(t * sizeof(double));
+    ok = ok && b->dlogp && b->dent;
+    return ok ? QN_OK : qn_fail(QN_ERR_NOMEM, "train-step: micro-batch buffers");
+}
+
+typedef struct ts_state {
+    const ts_args *a;
+    ts_batch batch;
+    double *adv; /* [n] per sample */
+    qn_model m, ref;
+    bool have_ref;
+    qn_model_ws *ws, *ref_ws;
+    qn_pack_plan plan;
+    bool have_plan;
+    qn_dist *dist;
+    ts_mb mb;
+    qn_loss_norm norm;
+    qn_loss_metrics met;
+} ts_state;
+
+/* Runs one micro-batch: its samples are idx[0..ns). */
+static qn_status run_micro(ts_state *st, const int64_t *idx, int64_t ns) {
+    const ts_args *a = st->a;
+    ts_mb *b = &st->mb;
+    int64_t T = 0, R = 0;
+    b->cu[0] = 0;
+    b->cu_resp[0] = 0;
+    for (int64_t j = 0; j < ns; j++) {
+        const ts_sample *q = &st->batch.v[idx[j]];
+        memcpy(b->tokens + T, q->tokens, (size_t)q->len * sizeof(int32_t));
+        for (int64_t t = q->k; t < q->len; t++) {
+            int64_t r = t - q->k;
+            b->rows[R] = T + t - 1;
+            b->targets[R] = q->tokens[t];
+            b->adv[R] = (float)st->adv[idx[j]];
+            b->mask[R] = q->mask ? q->mask[r] : 1.0f;
+            b->roll[R] = q->roll ? q->roll[r] : 0.0f;
+            R++;
+        }
+        T += q->len;
+        b->cu[j + 1] = T;
+        b->cu_resp[j + 1] = R;
+    }
+    qn_batch mb = {.tokens = b->tokens, .n_tokens = T, .cu_seqlens = b->cu, .n_seqs = ns,
+                   .rows = b->rows, .targets = b->targets, .n_rows = R};
+    float temp = (float)a->temperature;
+    QN_CHECK(qn_model_forward(&st->m, st->ws, &mb, temp, b->logp, b->ent));
+    memcpy(b->old, b->logp, (size_t)R * sizeof(float));
+    if (a->loss.use_kl_loss)
+        QN_CHECK(qn_model_forward(&st->ref, st->ref_ws, &mb, temp, b->ref, b->ref_ent));
+    qn_loss_batch lb = {.n_samples = ns, .cu_tokens = b->cu_resp, .logp = b->logp,
+                        .old_logp = b->old, .ref_logp = a->loss.use_kl_loss ? b->ref : NULL,
+                        .rollout_logp = st->batch.all_roll ? b->roll : NULL,
+                        .entropy = b->ent, .advantage = b->adv, .loss_mask = b->mask};
+    QN_CHECK(qn_loss_compute(&a->loss, &lb, &st->norm, b->dlogp, b->dent, &st->met));
+    for (int64_t r = 0; r < R; r++) {
+        b->dl[r] = (float)b->dlogp[r];
+        b->de[r] = (float)b->dent[r];
+    }
+    return qn_model_backward(&st->m, st->ws, &mb, b->dl, b->de);
+}
+
+static qn_status step(ts_state *st) {
+    const ts_args *a = st->a;
+    QN_CHECK(qn_model_open(&st->m, a->model));
+    QN_CHECK(read_batch(a->batch, st->m.d.vocab, &a->loss, &st->batch));
+    int64_t n = st->batch.n;
+    if (a->loss.use_kl_loss) {
+        QN_CHECK(qn_model_open(&st->ref, a->ref_load));
+        st->have_ref = true;
+        if (st->ref.d.vocab != st->m.d.vocab)
+            return qn_fail(QN_ERR_INVALID, "%s: vocab_size %lld differs from the policy's %lld",
+                           a->ref_load, (long long)st->ref.d.vocab, (long long)st->m.d.vocab);
+    }
+    /* advantages and the loss normaliser over the whole (global) batch */
+    double *rew = malloc((size_t)n * sizeof(double));
+    int64_t *grp = malloc((size_t)n * sizeof(int64_t));
+    int64_t *len = malloc((size_t)n * sizeof(int64_t));
+    int64_t *cu = malloc((size_t)(n + 1) * sizeof(int64_t));
+    st->adv = malloc((size_t)n * sizeof(double));
+    qn_status s = QN_OK;
+    float *mask = NULL;
+    if (!rew || !grp || !len || !cu || !st->adv) {
+        s = qn_fail(QN_ERR_NOMEM, "train-step: batch arrays");
+        goto done;
+    }
+    cu[0] = 0;
+    for (int64_t i = 0; i < n; i++) {
+        rew[i] = st->batch.v[i].reward;
+        grp[i] = st->batch.v[i].group;
+        len[i] = st->batch.v[i].len;
+        cu[i + 1] = cu[i] + st->batch.v[i].len - st->batch.v[i].k;
+    }
+    mask = malloc((size_t)(cu[n] > 0 ? cu[n] : 1) * sizeof(float));
+    if (!mask) {
+        s = qn_fail(QN_ERR_NOMEM, "train-step: masks");
+        goto done;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const ts_sample *q = &st->batch.v[i];
+        for (int64_t r = 0; r < q->len - q->k; r++) mask[cu[i] + r] = q->mask ? q->mask[r] : 1.0f;
+    }
+    QN_CHECK_GOTO(qn_adv_grpo(rew, grp, (size_t)n, a->normalize_std, st->adv), s, done);
+    qn_loss_batch all = {.n_samples = n, .cu_tokens = cu, .loss_mask = mask};
+    qn_loss_count(&all, &st->norm);
+
+    /* rank identity and the plan */
+    qn_dist_config dc;
+    QN_CHECK_GOTO(qn_dist_config_from_env("train", &dc), s, done);
+    qn_pack_cfg pc = a->pack;
+    pc.dp_size = dc.world_size;
+    QN_CHECK_GOTO(qn_pack_plan_build(&pc, len, n, &st->plan), s, done);
+    st->have_plan = true;
+    if (st->plan.n_steps != 1) {
+        s = qn_fail(QN_ERR_INVALID,
+                    "train-step runs one optimizer step, but the batch's %lld samples with "
+                    "--global-batch-size/--num-steps-per-rollout make %lld steps",
+                    (long long)n, (long long)st->plan.n_steps);
+        goto done;
+    }
+    QN_CHECK_GOTO(qn_dist_init(&dc, &st->dist), s, done);
+    int rank = qn_dist_rank(st->dist), world = qn_dist_world_size(st->dist);
+
+    int64_t maxT = 1, maxS = 1;
+    for (int64_t j = 0; j < st->plan.n_micro[0]; j++) {
+        int64_t mb = qn_pack_mb(&st->plan, 0, rank, j);
+        if (st->plan.mb_tokens[mb] > maxT) maxT = st->plan.mb_tokens[mb];
+        int64_t ns = st->plan.mb_off[mb + 1] - st->plan.mb_off[mb];
+        if (ns > maxS) maxS = ns;
+    }
+    int64_t n_run = 0, n_tok = 0, n_mine = 0;
+    for (int64_t j = 0; j < st->plan.n_micro[0]; j++) {
+        int64_t mb = qn_pack_mb(&st->plan, 0, rank, j);
+        int64_t ns = st->plan.mb_off[mb + 1] - st->plan.mb_off[mb];
+        n_run += ns > 0;
+        n_mine += ns;
+        n_tok += st->plan.mb_tokens[mb];
+    }
+    QN_LOG_INFO("rank %d/%d: %lld of %lld samples, %lld tokens, %lld micro-batches "
+                "(%lld non-empty)", rank, world, (long long)n_mine, (long long)n,
+                (long long)n_tok, (long long)st->plan.n_micro[0], (long long)n_run);
+    QN_CHECK_GOTO(mb_alloc(&st->mb, maxT, maxS), s, done);
+    QN_CHECK_GOTO(qn_model_ws_init(&st->ws, &st->m, maxT, maxT), s, done);
+    if (st->have_ref) QN_CHECK_GOTO(qn_model_ws_init(&st->ref_ws, &st->ref, maxT, maxT), s, done);
+    QN_CHECK_GOTO(qn_model_alloc_grads(&st->m), s, done);
+    qn_model_zero_grads(&st->m);
+    for (int64_t j = 0; j < st->plan.n_micro[0]; j++) {
+        int64_t mb = qn_pack_mb(&st->plan, 0, rank, j);
+        int64_t ns = st->plan.mb_off[mb + 1] - st->plan.mb_off[mb];
+        if (ns == 0) continue; /* empty padding micro-batch */
+        QN_CHECK_GOTO(run_micro(st, st->plan.sample_idx + st->plan.mb_off[mb], ns), s, done);
+    }
+    if (world > 1) {
+        QN_CHECK_GOTO(qn_dist_allreduce_sum_f32(st->dist, st->m.g, st->m.n_floats), s, done);
+        double mv[sizeof(qn_loss_metrics) / sizeof(double)];
+        memcpy(mv, &st->met, sizeof mv);
+        QN_CHECK_GOTO(qn_dist_allreduce_sum_f64(st->dist, mv, sizeof mv / sizeof mv[0]), s,
+                      done);
+        memcpy(&st->met, mv, sizeof mv);
+    }
+    if (a->save_grads && rank == 0)
+        QN_CHECK_GOTO(qn_model_save_grads(&st->m, a->save_grads), s, done);
+
+    /* optimizer: trainable tensors only (e_score_correction_bias is a buffer) */
+    ts_tensor *tt = calloc(st->m.n_params ? st->m.n_params : 1, sizeof *tt);
+    if (!tt) {
+        s = qn_fail(QN_ERR_NOMEM, "train-step: tensor table");
+        goto done;
+    }
+    size_t nt = 0;
+    for (size_t i = 0; i < st->m.n_params; i++) {
+        const qn_param_info *p = &st->m.params[i];
+        if (!p->trainable) continue;
+        tt[nt++] = (ts_tensor){.name = p->name, .offset = (int64_t)p->offset,
+                               .size = (int64_t)p->numel, .ndim = p->ndim,
+                               .shape = {p->shape[0], p->shape[1]}};
+    }
+    ts_opt_info oi = {0};
+    if (rank == 0 && mkdir(a->out, 0777) != 0 && errno != EEXIST) {
+        free(tt);
+        s = qn_fail(QN_ERR_IO, "%s: cannot create: %s", a->out, strerror(errno));
+        goto done;
+    }
+    s = a->opt_step(a->opt_ctx, tt, nt, (int64_t)st->m.n_floats, st->m.w, st->m.g,
+                    rank == 0 ? a->out : NULL, &oi);
+    free(tt);
+    if (s != QN_OK) goto done;
+    if (rank == 0) {
+        QN_CHECK_GOTO(qn_model_save_dir(&st->m, a->out, "fp32"), s, done);
+        char buf[2048];
+        qn_loss_metrics_json(&a->loss, &st->met, st->batch.all_roll, buf, sizeof buf);
+        printf("{%s, \"train/grad_norm\": %.17g, \"train/lr\": %.17g}\n", buf, oi.grad_norm, oi.lr);
+        fflush(stdout);
+    }
+done:
+    free(rew);
+    free(grp);
+    free(len);
+    free(cu);
+    free(mask);
+    return s;
+}
+
+int ts_run(const ts_args *a) {
+    if (a->threads > 0) omp_set_num_threads((int)a->threads);
+    ts_state st = {.a = a};
+    qn_status s = step(&st);
+    if (s != QN_OK) fprintf(stderr, "quench train-step: %s\n", qn_last_error());
+    mb_free(&st.mb);
+    qn_model_ws_free(st.ws);
+    qn_model_ws_free(st.ref_ws);
+    if (st.have_plan) qn_pack_plan_free(&st.plan);
+    qn_dist_free(st.dist);
+    free(st.adv);
+    batch_free(&st.batch);
+    qn_model_free(&st.m);
+    qn_model_free(&st.ref);
+    return s == QN_OK ? QN_EXIT_OK : QN_EXIT_FAILURE;
+}
