@@ -24,7 +24,8 @@ qn_status qn_cuda_device_describe(int device, char *buf, size_t cap);
 
 /* Converts n floats to bf16 (round to nearest even, NaN kept quiet) on the
  * GPU: host in, host out. A correctness probe for the device conversion that
- * the bf16 training path uses; must match qn_f32_to_bf16 bit for bit. */
+ * the bf16 training path uses; must match qn_f32_to_bf16 bit for bit on
+ * every non-NaN input (NaN stays NaN; the device picks its own payload). */
 qn_status qn_cuda_f32_to_bf16(const float *in, uint16_t *out, size_t n);
 
 #ifdef __cplusplus
