@@ -5,6 +5,8 @@
  *                        config and a packed batch shape, against the
  *                        PyTorch reference (tests/ref/model_ref.py, float32,
  *                        same weights, same threads), plus peak RSS of both.
+ *   quench bench train   a whole training step, dynamic packing vs padding
+ *                        (cli/bench_train.c).
  *
  * To add a benchmark, add a row to k_benches. Leaves out: GPU benchmarks. */
 #include <omp.h>
@@ -15,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/bench_train.h"
 #include "cli/commands.h"
 #include "core/flags.h"
 #include "core/model/model.h"
@@ -221,6 +224,8 @@ static void help_bench_model(FILE *out) { qn_flags_print_help(&k_bm_table, out);
 static const bench_entry k_benches[] = {
     {"model", "model core forward+backward vs the PyTorch reference", bench_model,
      help_bench_model},
+    {"train", "training step tokens/s: dynamic packing vs padded micro-batches", qn_bench_train,
+     qn_help_bench_train},
 };
 static const size_t k_n_benches = sizeof k_benches / sizeof k_benches[0];
 

@@ -1,16 +1,34 @@
-/* cmd_train_step.c — `quench train-step`: one GRPO (or SFT) optimizer step on
- * a JSONL batch file. This file holds the flag table and the AdamW step; the
- * model, batch, loss and data-parallel work is in train_step_run.c (see
- * train_step.h for why the split). OUT_DIR also receives the optimizer state
- * (optimizer.safetensors: AdamW moments under exp_avg.<hf name> /
- * exp_avg_sq.<hf name>, metadata "step"), which `--load OUT_DIR` resumes, so
- * chained train-steps equal consecutive AdamW steps. Leaves out: trainer
- * state beyond the step count (rollout id, RNG, data cursor), --save-interval,
- * a whole-folder atomic write (each file is written then renamed), multi-step
- * rollouts (the plan must have exactly one step). */
+/* cmd_train_step.c — `quench train-step`: the optimizer steps of one JSONL
+ * batch file (GRPO or SFT). This file holds the flag table, the AdamW bridge
+ * and the resolution of --load; the model, batch, loss, data-parallel and
+ * checkpoint work is in train_step_run.c (see train_step.h for the split).
+ * OUT_DIR receives the final model and optimizer.safetensors (AdamW moments
+ * under exp_avg.<hf name> / exp_avg_sq.<hf name>, metadata "step").
+ *
+ * Checkpoints (--save DIR, rank 0 writes them):
+ *   DIR/step-K/          K = optimizer steps taken in total
+ *       config.json, model.safetensors   fp32 HF weights (qn_model_save_dir)
+ *       optimizer.safetensors            AdamW state as above
+ *       trainer_state.json               {"step": K, "rollout_id", "batch_step" (steps of
+ *                                        this batch done), "batch_steps", "samples_consumed",
+ *                                        "data_cursor" (the --data-cursor passthrough),
+ *                                        "rng": train-step draws no random numbers}
+ *       old_logprobs.safetensors         only mid-batch with recomputed old log-probs: the
+ *                                        start-of-batch log-probs ("old_logp", F32 [tokens])
+ *   DIR/latest           "step-K\n", replaced by rename after the step dir is complete
+ * A step dir is written as DIR/.tmp-step-K, every file and the folder fsynced,
+ * then renamed, so a crash leaves either the old or the new checkpoint.
+ * OUT_DIR gets the same files (not atomically), so it is a checkpoint too.
+ * --load DIR takes a step dir (or an OUT_DIR) or a save dir with `latest`.
+ * A different --rollout-id starts the batch at its first step.
+ * Leaves out: sharded (per-rank) optimizer states, keeping only the last k
+ * checkpoints, resuming across a different --global-batch-size. */
+#include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/commands.h"
 #include "cli/train_step.h"
@@ -19,9 +37,9 @@
 #include "trainer/options.h"
 
 typedef struct ts_cfg {
-    char *model, *batch, *out, *ref_load, *save_grads, *load;
+    char *model, *batch, *out, *ref_load, *save_grads, *load, *save;
     double rollout_temperature;
-    int64_t threads;
+    int64_t threads, save_interval, max_steps, rollout_id, data_cursor;
     qn_trainer_opts tr;
 } ts_cfg;
 
@@ -38,9 +56,19 @@ static const qn_flag k_ts_flags[] = {
                 "write the all-reduced gradient before clipping (fp32, HF names)",
                 .metavar = "FILE.safetensors"),
     QN_F_STRING(ts_cfg, load, "load", NULL,
-                "resume the optimizer (adam moments, step count) from DIR/optimizer.safetensors "
-                "of an earlier --out",
+                "resume from a checkpoint (a step dir or --out, or a --save dir with `latest`): "
+                "weights, optimizer, and (same --rollout-id) the steps of this batch already done",
                 .metavar = "DIR"),
+    QN_F_STRING(ts_cfg, save, "save", NULL, "checkpoint folder (DIR/step-K, DIR/latest)",
+                .metavar = "DIR"),
+    QN_F_INT(ts_cfg, save_interval, "save-interval", "0", 0, INFINITY,
+             "checkpoint after every N-th optimizer step (0: only at the end)"),
+    QN_F_INT(ts_cfg, max_steps, "max-steps", "0", 0, INFINITY,
+             "stop once this many optimizer steps of the batch are done (0: all)"),
+    QN_F_INT(ts_cfg, rollout_id, "rollout-id", "0", 0, INFINITY,
+             "id of this batch's rollout (recorded; resume skips steps only for the same id)"),
+    QN_F_INT(ts_cfg, data_cursor, "data-cursor", "0", 0, INFINITY,
+             "data position of the rollout generator (recorded in trainer_state.json)"),
     QN_F_FLOAT(ts_cfg, rollout_temperature, "rollout-temperature", "1.0", 1e-6, 1e6,
                "logits are divided by this (the sampling temperature of the rollout)"),
     QN_F_INT(ts_cfg, threads, "threads", "0", 0, 4096, "CPU threads (0: OpenMP default)"),
@@ -49,13 +77,16 @@ static const qn_flag k_ts_flags[] = {
 static const qn_flag_table k_ts_table = {
     .command = "train-step",
     .usage = "quench train-step --model DIR --batch IN.jsonl --out OUT_DIR [--ref-load DIR]\n"
-             "       [--save-grads FILE.safetensors] [loss, packing and optimizer flags]",
+             "       [--save-grads FILE.safetensors] [--save DIR [--save-interval N]]\n"
+             "       [--load DIR] [--max-steps N] [loss, packing and optimizer flags]",
     .summary =
-        "One optimizer step. IN lines: {\"tokens\":[...],\"response_start\":k,\"group\":g,\n"
+        "The optimizer steps of one batch (--global-batch-size samples each; all by default\n"
+        "one step). IN lines: {\"tokens\":[...],\"response_start\":k,\"group\":g,\n"
         "\"reward\":r} plus optional \"rollout_logprobs\":[...] and \"loss_mask\":[...] (one\n"
         "value per response position). GRPO advantages per group; with QN_WORLD_SIZE > 1\n"
         "(QN_RANK, QN_REDIS_URL) each rank takes its share and gradients are all-reduced.\n"
-        "Prints the step's metrics as one JSON line with slime's names.",
+        "Prints each step's metrics as one JSON line with slime's names. --save DIR writes\n"
+        "checkpoints DIR/step-K (+ DIR/latest); --load resumes one bit-exactly.",
     .flags = k_ts_flags,
     .n_flags = QN_FLAGS_COUNT(k_ts_flags),
     .cfg_size = sizeof(ts_cfg)};
@@ -63,8 +94,13 @@ static const qn_flag_table k_ts_table = {
 void qn_help_train_step(FILE *out) { qn_flags_print_help(&k_ts_table, out); }
 
 typedef struct opt_ctx {
-    qn_adamw_cfg cfg;
-    const char *load; /* --load DIR or NULL */
+    const qn_trainer_opts *tr;
+    const char *load; /* dir holding optimizer.safetensors to resume, or NULL */
+    bool ready;       /* opt and table made by the first step */
+    qn_adamw opt;
+    qn_opt_tensor *table;
+    const ts_tensor *tensors;
+    size_t n_tensors;
 } opt_ctx;
 
 /* Optimizer state file: per trainable tensor "exp_avg.<hf name>" and
@@ -136,22 +172,85 @@ done:
 }
 
 static qn_status opt_step(void *ctx, const ts_tensor *tensors, size_t n_tensors, int64_t n,
-                          float *params, float *grad, const char *save_dir, ts_opt_info *info) {
-    const opt_ctx *oc = ctx;
-    qn_opt_tensor *table = calloc(n_tensors ? n_tensors : 1, sizeof *table);
-    if (!table) return qn_fail(QN_ERR_NOMEM, "optimizer table");
-    for (size_t i = 0; i < n_tensors; i++)
-        table[i] = (qn_opt_tensor){.name = tensors[i].name, .offset = tensors[i].offset,
-                                   .size = tensors[i].size, .ndim = tensors[i].ndim};
-    qn_adamw opt = {0};
+                          int64_t total_steps, float *params, float *grad, ts_opt_info *info) {
+    opt_ctx *oc = ctx;
+    if (!oc->ready) {
+        qn_adamw_cfg cfg;
+        QN_CHECK(qn_trainer_adamw_cfg(oc->tr, total_steps, &cfg));
+        oc->table = calloc(n_tensors ? n_tensors : 1, sizeof *oc->table);
+        if (!oc->table) return qn_fail(QN_ERR_NOMEM, "optimizer table");
+        for (size_t i = 0; i < n_tensors; i++)
+            oc->table[i] = (qn_opt_tensor){.name = tensors[i].name, .offset = tensors[i].offset,
+                                           .size = tensors[i].size, .ndim = tensors[i].ndim};
+        QN_CHECK(qn_adamw_init(&oc->opt, &cfg, oc->table, n_tensors, n));
+        oc->ready = true;
+        oc->tensors = tensors;
+        oc->n_tensors = n_tensors;
+        if (oc->load) QN_CHECK(load_state(&oc->opt, oc->load, tensors, n_tensors));
+    }
     qn_adamw_step_info si = {0};
-    qn_status s = qn_adamw_init(&opt, &oc->cfg, table, n_tensors, n);
-    if (s == QN_OK && oc->load) s = load_state(&opt, oc->load, tensors, n_tensors);
-    if (s == QN_OK) s = qn_adamw_step(&opt, params, grad, &si);
-    if (s == QN_OK) *info = (ts_opt_info){si.grad_norm, si.clip_scale, si.lr};
-    if (s == QN_OK && save_dir) s = save_state(&opt, save_dir, tensors, n_tensors);
-    qn_adamw_free(&opt);
-    free(table);
+    QN_CHECK(qn_adamw_step(&oc->opt, params, grad, &si));
+    *info = (ts_opt_info){si.grad_norm, si.clip_scale, si.lr, oc->opt.step};
+    return QN_OK;
+}
+
+static qn_status opt_save(void *ctx, const char *dir) {
+    opt_ctx *oc = ctx;
+    if (!oc->ready) return qn_fail(QN_ERR_INVALID, "%s: no optimizer step was taken", dir);
+    return save_state(&oc->opt, dir, oc->tensors, oc->n_tensors);
+}
+
+/* Resolves --load: a save dir with `latest` becomes its step dir, which must
+ * hold every checkpoint file; its weights replace --model and its
+ * batch_step steps are skipped when the rollout id matches. */
+static qn_status resolve_load(const char *load, int64_t rollout_id, char *dir, size_t cap,
+                              ts_args *a) {
+    char path[4400];
+    snprintf(path, sizeof path, "%s/latest", load);
+    snprintf(dir, cap, "%s", load);
+    FILE *f = fopen(path, "rb");
+    if (f) {
+        char name[256] = {0};
+        size_t got = fread(name, 1, sizeof name - 1, f);
+        fclose(f);
+        while (got > 0 && (name[got - 1] == '\n' || name[got - 1] == ' ')) name[--got] = 0;
+        if (got == 0 || strchr(name, '/'))
+            return qn_fail(QN_ERR_FORMAT, "%s: expected one step folder name", path);
+        snprintf(dir, cap, "%s/%s", load, name);
+    }
+    const char *need[] = {"config.json", "model.safetensors", "optimizer.safetensors",
+                          "trainer_state.json"};
+    for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, need[i]);
+        if (access(path, R_OK) != 0)
+            return qn_fail(QN_ERR_IO, "%s: missing checkpoint file %s", dir, need[i]);
+    }
+    qn_status s = QN_OK;
+    snprintf(path, sizeof path, "%s/trainer_state.json", dir);
+    char *text = NULL;
+    size_t len = 0;
+    f = fopen(path, "rb");
+    if (f) {
+        fseek(f, 0, SEEK_END);
+        long sz = ftell(f);
+        fseek(f, 0, SEEK_SET);
+        text = sz >= 0 ? calloc((size_t)sz + 1, 1) : NULL;
+        if (text) len = fread(text, 1, (size_t)sz, f);
+        fclose(f);
+    }
+    cJSON *o = text ? cJSON_ParseWithLength(text, len) : NULL;
+    const cJSON *bs = cJSON_GetObjectItemCaseSensitive(o, "batch_step");
+    const cJSON *rid = cJSON_GetObjectItemCaseSensitive(o, "rollout_id");
+    if (!cJSON_IsNumber(bs) || !cJSON_IsNumber(rid) || bs->valuedouble < 0)
+        s = qn_fail(QN_ERR_FORMAT, "%s: expected numbers \"batch_step\" and \"rollout_id\"",
+                    path);
+    else {
+        a->model = dir;
+        a->load_ckpt = dir;
+        a->skip_steps = (int64_t)rid->valuedouble == rollout_id ? (int64_t)bs->valuedouble : 0;
+    }
+    cJSON_Delete(o);
+    free(text);
     return s;
 }
 
@@ -171,10 +270,17 @@ int qn_cmd_train_step(int argc, char **argv) {
                  .ref_load = cfg.ref_load, .save_grads = cfg.save_grads,
                  .temperature = cfg.rollout_temperature, .threads = cfg.threads,
                  .normalize_std = !cfg.tr.disable_grpo_std_normalization};
-    opt_ctx oc = {.load = cfg.load};
-    /* one step: a decaying schedule without --lr-decay-iters spans this step */
+    a.save = cfg.save;
+    a.save_interval = cfg.save_interval;
+    a.max_steps = cfg.max_steps;
+    a.rollout_id = cfg.rollout_id;
+    a.data_cursor = cfg.data_cursor;
+    opt_ctx oc = {.tr = &cfg.tr};
+    char load_dir[4096];
+    qn_adamw_cfg check;
     qn_status s = qn_trainer_loss_cfg(&cfg.tr, &a.loss);
-    if (s == QN_OK) s = qn_trainer_adamw_cfg(&cfg.tr, 1, &oc.cfg);
+    /* the flags alone: the batch's step count, known later, replaces this stand-in */
+    if (s == QN_OK) s = qn_trainer_adamw_cfg(&cfg.tr, cfg.tr.lr_warmup_iters + 1, &check);
     if (s == QN_OK) s = qn_trainer_pack_cfg(&cfg.tr, 1, &a.pack);
     if (s == QN_OK && a.loss.use_kl_loss && !cfg.ref_load)
         s = qn_fail(QN_ERR_INVALID, "--use-kl-loss needs --ref-load DIR");
@@ -183,20 +289,21 @@ int qn_cmd_train_step(int argc, char **argv) {
         rc = QN_EXIT_USAGE;
         goto done;
     }
-    if (cfg.load) { /* a missing state file fails before any work or output */
-        char path[4096];
-        snprintf(path, sizeof path, "%s/optimizer.safetensors", cfg.load);
-        qn_st_file *f = NULL;
-        if (qn_st_open(path, &f) != QN_OK) {
+    if (cfg.load) { /* a missing file fails before any work or output */
+        s = resolve_load(cfg.load, cfg.rollout_id, load_dir, sizeof load_dir, &a);
+        if (s != QN_OK) {
             fprintf(stderr, "quench train-step: --load: %s\n", qn_last_error());
             rc = QN_EXIT_FAILURE;
             goto done;
         }
-        qn_st_close(f);
+        oc.load = load_dir;
     }
     a.opt_step = opt_step;
+    a.opt_save = opt_save;
     a.opt_ctx = &oc;
     rc = ts_run(&a);
+    qn_adamw_free(&oc.opt);
+    free(oc.table);
 done:
     qn_flags_parsed_free(&p);
     qn_flags_free(&k_ts_table, &cfg);

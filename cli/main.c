@@ -26,7 +26,7 @@ static const qn_command k_commands[] = {
     {"model-info", "print what quench reads from a config.json, as JSON", qn_cmd_model_info, qn_help_model_info},
     {"convert", "rewrite a checkpoint as FP8 blocks (DeepSeek-V3 convention), bf16 or fp32", qn_cmd_convert, qn_help_convert},
     {"tokenize", "text to token ids and back, chat templates, tokenizer.json export", qn_cmd_tokenize, qn_help_tokenize},
-    {"train-step", "one GRPO/SFT optimizer step on a JSONL batch (gradients, AdamW)", qn_cmd_train_step, qn_help_train_step},
+    {"train-step", "the GRPO/SFT optimizer steps of a JSONL batch (AdamW, checkpoints)", qn_cmd_train_step, qn_help_train_step},
 };
 static const size_t k_n_commands = sizeof k_commands / sizeof k_commands[0];
 

@@ -4,28 +4,45 @@
  * the all-reduce over data-parallel ranks, the optimizer step and the
  * outputs.
  *
- * Old log-probs are "recomputed": the forward of the loss pass runs on the
- * unchanged weights of this step, so its log-probs ARE the recomputed old
- * log-probs (a second forward with the same packing gives the same bits);
+ * Old log-probs are "recomputed": with one optimizer step per batch the
+ * forward of the loss pass runs on the unchanged weights, so its log-probs
+ * ARE the recomputed old log-probs (a second forward with the same packing
+ * gives the same bits);
  * they are copied and passed as old_logp, so ratio = 1 and ppo_kl = 0 exactly
  * unless --use-rollout-logprobs. Every rank reads the whole file (advantages
  * and the loss normaliser are global), computes the same plan and runs its
- * share. Leaves out: multi-step rollouts (the optimizer state file is
- * cmd_train_step.c's). */
+ * share.
+ *
+ * Several optimizer steps per batch (--global-batch-size): the old log-probs
+ * of every step are those of the weights at the start of the batch (slime
+ * computes them once per rollout). They are computed in a forward-only pass
+ * with the same micro-batches before the first step (so step 1's ratio is
+ * still exactly 1), gathered over the ranks by an exact all-reduce (every
+ * other rank adds zeros), and stored in mid-batch checkpoints so that a resume
+ * continues with the same values. Each step's loss normaliser counts that
+ * step's samples; advantages are over the whole batch. Checkpoint layout:
+ * cmd_train_step.c; rank 0 writes checkpoints and OUT_DIR (the optimizer is
+ * replicated, not sharded). Leaves out: barriers around checkpoint writes
+ * (a rank may run ahead of rank 0's fsync), keeping only the last k step
+ * dirs. */
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli/commands.h"
 #include "cli/train_step.h"
 #include "core/dist/dist.h"
 #include "core/log.h"
 #include "core/model/model.h"
+#include "core/io/safetensors.h"
 #include "trainer/advantages.h"
 
 /* the metrics are all-reduced as one array of doubles */
@@ -263,6 +280,9 @@ typedef struct ts_state {
     ts_mb mb;
     qn_loss_norm norm;
     qn_loss_metrics met;
+    int64_t *cu_all;  /* [n+1] response-token offsets of the samples in the batch */
+    float *old_all;   /* [cu_all[n]] start-of-batch log-probs, or NULL: use this forward's */
+    bool fwd_only;    /* the old log-prob pass: forward into old_all, no loss */
 } ts_state;
 
 /* Runs one micro-batch: its samples are idx[0..ns). */
@@ -292,7 +312,19 @@ static qn_status run_micro(ts_state *st, const int64_t *idx, int64_t ns) {
                    .rows = b->rows, .targets = b->targets, .n_rows = R};
     float temp = (float)a->temperature;
     QN_CHECK(qn_model_forward(&st->m, st->ws, &mb, temp, b->logp, b->ent));
-    memcpy(b->old, b->logp, (size_t)R * sizeof(float));
+    if (st->fwd_only) {
+        for (int64_t j = 0; j < ns; j++)
+            memcpy(st->old_all + st->cu_all[idx[j]], b->logp + b->cu_resp[j],
+                   (size_t)(b->cu_resp[j + 1] - b->cu_resp[j]) * sizeof(float));
+        return QN_OK;
+    }
+    if (st->old_all) {
+        for (int64_t j = 0; j < ns; j++)
+            memcpy(b->old + b->cu_resp[j], st->old_all + st->cu_all[idx[j]],
+                   (size_t)(b->cu_resp[j + 1] - b->cu_resp[j]) * sizeof(float));
+    } else {
+        memcpy(b->old, b->logp, (size_t)R * sizeof(float));
+    }
     if (a->loss.use_kl_loss)
         QN_CHECK(qn_model_forward(&st->ref, st->ref_ws, &mb, temp, b->ref, b->ref_ent));
     qn_loss_batch lb = {.n_samples = ns, .cu_tokens = b->cu_resp, .logp = b->logp,
@@ -305,6 +337,151 @@ static qn_status run_micro(ts_state *st, const int64_t *idx, int64_t ns) {
         b->de[r] = (float)b->dent[r];
     }
     return qn_model_backward(&st->m, st->ws, &mb, b->dl, b->de);
+}
+
+/* The start-of-batch log-probs of every sample: a forward-only pass over
+ * this rank's micro-batches of every step, summed over ranks (each value
+ * comes from one rank, the others add 0: exact), or, when resuming mid-batch,
+ * read from the checkpoint. */
+static qn_status old_logprobs(ts_state *st, int64_t n_resp, int rank, int world) {
+    const ts_args *a = st->a;
+    const qn_pack_plan *pl = &st->plan;
+    st->old_all = calloc((size_t)(n_resp > 0 ? n_resp : 1), sizeof(float));
+    if (!st->old_all) return qn_fail(QN_ERR_NOMEM, "train-step: old log-probs");
+    if (a->skip_steps > 0) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/old_logprobs.safetensors",
+                 a->load_ckpt ? a->load_ckpt : ".");
+        qn_st_file *f = NULL;
+        const qn_st_tensor *t = NULL;
+        QN_CHECK(qn_st_open(path, &f));
+        qn_status s = qn_st_get(f, "old_logp", &t);
+        if (s == QN_OK && (t->dtype != QN_DTYPE_F32 || t->nbytes != (uint64_t)n_resp * 4))
+            s = qn_fail(QN_ERR_FORMAT, "%s: tensor 'old_logp': expected F32 with %lld elements "
+                        "(the batch's response tokens): is this the same batch?", path,
+                        (long long)n_resp);
+        if (s == QN_OK) memcpy(st->old_all, t->data, (size_t)t->nbytes);
+        qn_st_close(f);
+        return s;
+    }
+    st->fwd_only = true;
+    for (int64_t k = 0; k < pl->n_steps; k++) {
+        for (int64_t j = 0; j < pl->n_micro[k]; j++) {
+            int64_t mb = qn_pack_mb(pl, k, rank, j);
+            int64_t ns = pl->mb_off[mb + 1] - pl->mb_off[mb];
+            if (ns == 0) continue;
+            qn_status s = run_micro(st, pl->sample_idx + pl->mb_off[mb], ns);
+            if (s != QN_OK) {
+                st->fwd_only = false;
+                return s;
+            }
+        }
+    }
+    st->fwd_only = false;
+    if (world > 1) QN_CHECK(qn_dist_allreduce_sum_f32(st->dist, st->old_all, n_resp));
+    return QN_OK;
+}
+
+static qn_status fsync_path(const char *path, bool is_dir) {
+    int fd = open(path, is_dir ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
+    if (fd < 0) return qn_fail(QN_ERR_IO, "%s: cannot open to fsync: %s", path, strerror(errno));
+    int rc = fsync(fd);
+    int err = errno;
+    close(fd);
+    return rc == 0 ? QN_OK : qn_fail(QN_ERR_IO, "%s: fsync: %s", path, strerror(err));
+}
+
+/* Removes a folder of plain files (a stale .tmp-step-K or a step dir being
+ * rewritten); a missing folder is fine. */
+static qn_status remove_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return errno == ENOENT ? QN_OK : qn_fail(QN_ERR_IO, "%s: %s", dir, strerror(errno));
+    struct dirent *e;
+    char path[4400];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (unlink(path) != 0) {
+            closedir(d);
+            return qn_fail(QN_ERR_IO, "%s: cannot remove: %s", path, strerror(errno));
+        }
+    }
+    closedir(d);
+    return rmdir(dir) == 0 ? QN_OK : qn_fail(QN_ERR_IO, "%s: rmdir: %s", dir, strerror(errno));
+}
+
+static const char *const k_ckpt_files[] = {"config.json", "model.safetensors",
+                                           "optimizer.safetensors", "trainer_state.json",
+                                           "old_logprobs.safetensors"};
+
+/* Writes the checkpoint files into dir (exists); returns how many of
+ * k_ckpt_files it wrote (old_logprobs only mid-batch). */
+static qn_status write_state(ts_state *st, const char *dir, int64_t batch_step, int64_t step,
+                             size_t *n_files) {
+    const ts_args *a = st->a;
+    char path[4400];
+    QN_CHECK(qn_model_save_dir(&st->m, dir, "fp32"));
+    QN_CHECK(a->opt_save(a->opt_ctx, dir));
+    bool mid = batch_step < st->plan.n_steps && st->old_all;
+    if (mid) {
+        int64_t n_resp = st->cu_all[st->batch.n];
+        snprintf(path, sizeof path, "%s/%s", dir, k_ckpt_files[4]);
+        qn_st_writer *w = NULL;
+        qn_status s = qn_st_writer_init(&w, path);
+        if (s == QN_OK) s = qn_st_writer_add(w, "old_logp", QN_DTYPE_F32, 1, &n_resp, st->old_all);
+        if (s == QN_OK) s = qn_st_writer_finish(w);
+        qn_st_writer_free(w);
+        QN_CHECK(s);
+    }
+    snprintf(path, sizeof path, "%s/%s", dir, k_ckpt_files[3]);
+    FILE *f = fopen(path, "wb");
+    if (!f) return qn_fail(QN_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+    fprintf(f,
+            "{\"step\": %lld, \"rollout_id\": %lld, \"batch_step\": %lld, \"batch_steps\": %lld,"
+            " \"samples_consumed\": %lld, \"data_cursor\": %lld,"
+            " \"rng\": \"none: train-step draws no random numbers\"}\n",
+            (long long)step, (long long)a->rollout_id, (long long)batch_step,
+            (long long)st->plan.n_steps, (long long)(batch_step * st->plan.global_batch_size),
+            (long long)a->data_cursor);
+    if (fclose(f) != 0) return qn_fail(QN_ERR_IO, "%s: write failed", path);
+    *n_files = mid ? 5 : 4;
+    return QN_OK;
+}
+
+/* Writes --save/step-K (layout and atomicity: cmd_train_step.c's header). */
+static qn_status write_ckpt(ts_state *st, int64_t batch_step, int64_t step) {
+    const ts_args *a = st->a;
+    char tmp[4096], fin[4096], path[4400], path2[4400];
+    if (mkdir(a->save, 0777) != 0 && errno != EEXIST)
+        return qn_fail(QN_ERR_IO, "%s: cannot create: %s", a->save, strerror(errno));
+    snprintf(tmp, sizeof tmp, "%s/.tmp-step-%lld", a->save, (long long)step);
+    snprintf(fin, sizeof fin, "%s/step-%lld", a->save, (long long)step);
+    QN_CHECK(remove_dir(tmp));
+    if (mkdir(tmp, 0777) != 0)
+        return qn_fail(QN_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    size_t n_files = 0;
+    QN_CHECK(write_state(st, tmp, batch_step, step, &n_files));
+    for (size_t i = 0; i < n_files; i++) {
+        snprintf(path, sizeof path, "%s/%s", tmp, k_ckpt_files[i]);
+        QN_CHECK(fsync_path(path, false));
+    }
+    QN_CHECK(fsync_path(tmp, true));
+    QN_CHECK(remove_dir(fin));
+    if (rename(tmp, fin) != 0)
+        return qn_fail(QN_ERR_IO, "%s -> %s: rename: %s", tmp, fin, strerror(errno));
+    snprintf(path, sizeof path, "%s/.latest.tmp", a->save);
+    snprintf(path2, sizeof path2, "%s/latest", a->save);
+    FILE *f = fopen(path, "wb");
+    if (!f) return qn_fail(QN_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+    fprintf(f, "step-%lld\n", (long long)step);
+    bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(path, path2) != 0)
+        return qn_fail(QN_ERR_IO, "%s: cannot write: %s", path2, strerror(errno));
+    QN_CHECK(fsync_path(a->save, true));
+    QN_LOG_INFO("checkpoint %s (batch step %lld of %lld)", fin, (long long)batch_step,
+                (long long)st->plan.n_steps);
+    return QN_OK;
 }
 
 static qn_status step(ts_state *st) {
@@ -327,6 +504,7 @@ static qn_status step(ts_state *st) {
     st->adv = malloc((size_t)n * sizeof(double));
     qn_status s = QN_OK;
     float *mask = NULL;
+    ts_tensor *tt = NULL;
     if (!rew || !grp || !len || !cu || !st->adv) {
         s = qn_fail(QN_ERR_NOMEM, "train-step: batch arrays");
         goto done;
@@ -348,8 +526,6 @@ static qn_status step(ts_state *st) {
         for (int64_t r = 0; r < q->len - q->k; r++) mask[cu[i] + r] = q->mask ? q->mask[r] : 1.0f;
     }
     QN_CHECK_GOTO(qn_adv_grpo(rew, grp, (size_t)n, a->normalize_std, st->adv), s, done);
-    qn_loss_batch all = {.n_samples = n, .cu_tokens = cu, .loss_mask = mask};
-    qn_loss_count(&all, &st->norm);
 
     /* rank identity and the plan */
     qn_dist_config dc;
@@ -358,58 +534,46 @@ static qn_status step(ts_state *st) {
     pc.dp_size = dc.world_size;
     QN_CHECK_GOTO(qn_pack_plan_build(&pc, len, n, &st->plan), s, done);
     st->have_plan = true;
-    if (st->plan.n_steps != 1) {
+    const qn_pack_plan *pl = &st->plan;
+    int64_t n_steps = pl->n_steps;
+    int64_t end = a->max_steps > 0 && a->max_steps < n_steps ? a->max_steps : n_steps;
+    if (a->skip_steps >= end) {
         s = qn_fail(QN_ERR_INVALID,
-                    "train-step runs one optimizer step, but the batch's %lld samples with "
-                    "--global-batch-size/--num-steps-per-rollout make %lld steps",
-                    (long long)n, (long long)st->plan.n_steps);
+                    "nothing to do: the checkpoint has %lld of the batch's %lld optimizer steps "
+                    "done (rollout id %lld)%s", (long long)a->skip_steps, (long long)n_steps,
+                    (long long)a->rollout_id, a->max_steps ? " and --max-steps stops there" : "");
         goto done;
     }
     QN_CHECK_GOTO(qn_dist_init(&dc, &st->dist), s, done);
     int rank = qn_dist_rank(st->dist), world = qn_dist_world_size(st->dist);
 
-    int64_t maxT = 1, maxS = 1;
-    for (int64_t j = 0; j < st->plan.n_micro[0]; j++) {
-        int64_t mb = qn_pack_mb(&st->plan, 0, rank, j);
-        if (st->plan.mb_tokens[mb] > maxT) maxT = st->plan.mb_tokens[mb];
-        int64_t ns = st->plan.mb_off[mb + 1] - st->plan.mb_off[mb];
-        if (ns > maxS) maxS = ns;
+    int64_t maxT = 1, maxS = 1, n_run = 0, n_tok = 0, n_mine = 0, n_mbs = 0;
+    for (int64_t k = 0; k < n_steps; k++) {
+        for (int64_t j = 0; j < pl->n_micro[k]; j++) {
+            int64_t mb = qn_pack_mb(pl, k, rank, j);
+            int64_t ns = pl->mb_off[mb + 1] - pl->mb_off[mb];
+            if (pl->mb_tokens[mb] > maxT) maxT = pl->mb_tokens[mb];
+            if (ns > maxS) maxS = ns;
+            n_run += ns > 0;
+            n_mine += ns;
+            n_tok += pl->mb_tokens[mb];
+            n_mbs++;
+        }
     }
-    int64_t n_run = 0, n_tok = 0, n_mine = 0;
-    for (int64_t j = 0; j < st->plan.n_micro[0]; j++) {
-        int64_t mb = qn_pack_mb(&st->plan, 0, rank, j);
-        int64_t ns = st->plan.mb_off[mb + 1] - st->plan.mb_off[mb];
-        n_run += ns > 0;
-        n_mine += ns;
-        n_tok += st->plan.mb_tokens[mb];
-    }
-    QN_LOG_INFO("rank %d/%d: %lld of %lld samples, %lld tokens, %lld micro-batches "
-                "(%lld non-empty)", rank, world, (long long)n_mine, (long long)n,
-                (long long)n_tok, (long long)st->plan.n_micro[0], (long long)n_run);
+    QN_LOG_INFO("rank %d/%d: %lld of %lld samples, %lld tokens, %lld optimizer steps, "
+                "%lld micro-batches (%lld non-empty)", rank, world, (long long)n_mine,
+                (long long)n, (long long)n_tok, (long long)n_steps, (long long)n_mbs,
+                (long long)n_run);
     QN_CHECK_GOTO(mb_alloc(&st->mb, maxT, maxS), s, done);
     QN_CHECK_GOTO(qn_model_ws_init(&st->ws, &st->m, maxT, maxT), s, done);
     if (st->have_ref) QN_CHECK_GOTO(qn_model_ws_init(&st->ref_ws, &st->ref, maxT, maxT), s, done);
     QN_CHECK_GOTO(qn_model_alloc_grads(&st->m), s, done);
-    qn_model_zero_grads(&st->m);
-    for (int64_t j = 0; j < st->plan.n_micro[0]; j++) {
-        int64_t mb = qn_pack_mb(&st->plan, 0, rank, j);
-        int64_t ns = st->plan.mb_off[mb + 1] - st->plan.mb_off[mb];
-        if (ns == 0) continue; /* empty padding micro-batch */
-        QN_CHECK_GOTO(run_micro(st, st->plan.sample_idx + st->plan.mb_off[mb], ns), s, done);
-    }
-    if (world > 1) {
-        QN_CHECK_GOTO(qn_dist_allreduce_sum_f32(st->dist, st->m.g, st->m.n_floats), s, done);
-        double mv[sizeof(qn_loss_metrics) / sizeof(double)];
-        memcpy(mv, &st->met, sizeof mv);
-        QN_CHECK_GOTO(qn_dist_allreduce_sum_f64(st->dist, mv, sizeof mv / sizeof mv[0]), s,
-                      done);
-        memcpy(&st->met, mv, sizeof mv);
-    }
-    if (a->save_grads && rank == 0)
-        QN_CHECK_GOTO(qn_model_save_grads(&st->m, a->save_grads), s, done);
+    st->cu_all = cu;
+    if (n_steps > 1 && !a->loss.use_rollout_logprobs) /* old log-probs of the batch's start */
+        QN_CHECK_GOTO(old_logprobs(st, cu[n], rank, world), s, done);
 
     /* optimizer: trainable tensors only (e_score_correction_bias is a buffer) */
-    ts_tensor *tt = calloc(st->m.n_params ? st->m.n_params : 1, sizeof *tt);
+    tt = calloc(st->m.n_params ? st->m.n_params : 1, sizeof *tt);
     if (!tt) {
         s = qn_fail(QN_ERR_NOMEM, "train-step: tensor table");
         goto done;
@@ -422,29 +586,65 @@ static qn_status step(ts_state *st) {
                                .size = (int64_t)p->numel, .ndim = p->ndim,
                                .shape = {p->shape[0], p->shape[1]}};
     }
-    ts_opt_info oi = {0};
-    if (rank == 0 && mkdir(a->out, 0777) != 0 && errno != EEXIST) {
-        free(tt);
-        s = qn_fail(QN_ERR_IO, "%s: cannot create: %s", a->out, strerror(errno));
-        goto done;
-    }
-    s = a->opt_step(a->opt_ctx, tt, nt, (int64_t)st->m.n_floats, st->m.w, st->m.g,
-                    rank == 0 ? a->out : NULL, &oi);
-    free(tt);
-    if (s != QN_OK) goto done;
-    if (rank == 0) {
-        QN_CHECK_GOTO(qn_model_save_dir(&st->m, a->out, "fp32"), s, done);
+    int64_t last_step = 0;
+    for (int64_t k = a->skip_steps; k < end; k++) {
+        /* this step's loss normaliser: its samples over all ranks */
+        memset(&st->norm, 0, sizeof st->norm);
+        memset(&st->met, 0, sizeof st->met);
+        for (int64_t mb = pl->mb_start[k]; mb < pl->mb_start[k + 1]; mb++) {
+            for (int64_t o = pl->mb_off[mb]; o < pl->mb_off[mb + 1]; o++) {
+                int64_t i = pl->sample_idx[o];
+                int64_t one_cu[2] = {0, cu[i + 1] - cu[i]};
+                qn_loss_batch one = {.n_samples = 1, .cu_tokens = one_cu,
+                                     .loss_mask = mask + cu[i]};
+                qn_loss_count(&one, &st->norm);
+            }
+        }
+        qn_model_zero_grads(&st->m);
+        for (int64_t j = 0; j < pl->n_micro[k]; j++) {
+            int64_t mb = qn_pack_mb(pl, k, rank, j);
+            int64_t ns = pl->mb_off[mb + 1] - pl->mb_off[mb];
+            if (ns == 0) continue; /* empty padding micro-batch */
+            QN_CHECK_GOTO(run_micro(st, pl->sample_idx + pl->mb_off[mb], ns), s, done);
+        }
+        if (world > 1) {
+            QN_CHECK_GOTO(qn_dist_allreduce_sum_f32(st->dist, st->m.g, st->m.n_floats), s, done);
+            double mv[sizeof(qn_loss_metrics) / sizeof(double)];
+            memcpy(mv, &st->met, sizeof mv);
+            QN_CHECK_GOTO(qn_dist_allreduce_sum_f64(st->dist, mv, sizeof mv / sizeof mv[0]), s,
+                          done);
+            memcpy(&st->met, mv, sizeof mv);
+        }
+        if (a->save_grads && rank == 0)
+            QN_CHECK_GOTO(qn_model_save_grads(&st->m, a->save_grads), s, done);
+        ts_opt_info oi = {0};
+        QN_CHECK_GOTO(a->opt_step(a->opt_ctx, tt, nt, (int64_t)st->m.n_floats, n_steps, st->m.w,
+                                  st->m.g, &oi), s, done);
+        last_step = oi.step;
+        if (rank != 0) continue;
         char buf[2048];
         qn_loss_metrics_json(&a->loss, &st->met, st->batch.all_roll, buf, sizeof buf);
         printf("{%s, \"train/grad_norm\": %.17g, \"train/lr\": %.17g}\n", buf, oi.grad_norm, oi.lr);
         fflush(stdout);
+        bool due = a->save_interval > 0 && oi.step % a->save_interval == 0;
+        if (a->save && (due || k + 1 == end))
+            QN_CHECK_GOTO(write_ckpt(st, k + 1, oi.step), s, done);
+    }
+    if (rank == 0) {
+        if (mkdir(a->out, 0777) != 0 && errno != EEXIST) {
+            s = qn_fail(QN_ERR_IO, "%s: cannot create: %s", a->out, strerror(errno));
+            goto done;
+        }
+        size_t n_files = 0;
+        QN_CHECK_GOTO(write_state(st, a->out, end, last_step, &n_files), s, done);
     }
 done:
+    free(tt);
     free(rew);
     free(grp);
     free(len);
-    free(cu);
     free(mask);
+    if (st->cu_all != cu) free(cu);
     return s;
 }
 
@@ -459,6 +659,8 @@ int ts_run(const ts_args *a) {
     if (st.have_plan) qn_pack_plan_free(&st.plan);
     qn_dist_free(st.dist);
     free(st.adv);
+    free(st.cu_all);
+    free(st.old_all);
     batch_free(&st.batch);
     qn_model_free(&st.m);
     qn_model_free(&st.ref);

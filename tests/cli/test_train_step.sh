@@ -6,7 +6,8 @@
 #     data-parallel ranks as real processes (Gloo, rendezvous on a private
 #     redis-server on a unix socket); the updated models agree too;
 #  2. slime's invariant: with --ref-load = --model, train/ppo_kl and
-#     train/kl_loss are exactly 0 on the first step;
+#     train/kl_loss are exactly 0 on the first step, also with k2 (lr^2/2, so
+#     every recomputed log-prob equals its reference log-prob exactly);
 #  3. bad batch lines are refused with the line number and the reason, exit 1,
 #     nothing written;
 #  4. end to end against the float64 PyTorch reference (model_ref + loss_ref,
@@ -117,6 +118,19 @@ if not m["train/grad_norm"] > 0:
     sys.exit("FAIL: zero gradient")
 print("ok:", json.dumps(m))
 PYEOF
+# k2 = mean(lr^2/2) with lr = logp - ref_logp is exactly 0 only if EVERY recomputed
+# log-prob equals its reference log-prob bit for bit (k1 could cancel out).
+"$Q" train-step --model "$TMP/m" --batch "$TMP/b.jsonl" --out "$TMP/same2.out" \
+    --use-kl-loss --ref-load "$TMP/m" --kl-loss-coef 0.1 --kl-loss-type k2 \
+    --use-dynamic-batch-size --max-tokens-per-gpu 40 >"$TMP/same2.json"
+$PY - "$TMP/same2.json" <<'PYEOF'
+import json, sys
+m = json.loads(open(sys.argv[1]).read())
+for k in ("train/ppo_kl", "train/kl_loss"):
+    if k not in m or m[k] != 0.0:
+        sys.exit(f"FAIL: k2: {k} = {m.get(k)}, expected exactly 0 (recomputed != reference)")
+print("ok: k2 kl_loss == 0 exactly: every recomputed log-prob equals the reference's")
+PYEOF
 
 echo "== 3. bad batch lines"
 GOOD=$(head -n 1 "$TMP/b.jsonl")
@@ -165,7 +179,7 @@ flag_case() { # want-rc pattern [flags...]
     echo "ok: $out"
 }
 flag_case 2 'needs --ref-load' --use-kl-loss
-flag_case 1 'one optimizer step' --global-batch-size 4
+flag_case 1 'global-batch-size' --global-batch-size 3
 
 echo "== 4. end to end against the PyTorch reference"
 $PY "$REF" check --model "$TMP/m" --ref-load "$TMP/r" --batch "$TMP/b.jsonl" \
@@ -190,7 +204,8 @@ OPT=(--lr 1e-3 --min-lr 1e-4 --lr-decay-style linear --lr-decay-iters 4 --weight
      --entropy-coef 0.01)
 "$Q" train-step --model "$TMP/m" --batch "$TMP/b.jsonl" --out "$TMP/s1" \
     --save-grads "$TMP/s1.g.safetensors" "${OPT[@]}" >/dev/null
-"$Q" train-step --model "$TMP/s1" --load "$TMP/s1" --batch "$TMP/b2.jsonl" --out "$TMP/s2" \
+"$Q" train-step --model "$TMP/s1" --load "$TMP/s1" --rollout-id 1 --batch "$TMP/b2.jsonl" \
+    --out "$TMP/s2" \
     --save-grads "$TMP/s2.g.safetensors" "${OPT[@]}" >"$TMP/s2.json"
 grep -q '"train/lr": 0.00077500000000000' "$TMP/s2.json" \
     || { echo "FAIL: second step's lr is not the schedule's step 1: $(cat "$TMP/s2.json")"; exit 1; }
