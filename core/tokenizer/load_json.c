@@ -192,25 +192,8 @@ qn_status qn_tokenizer_parse_json(const char *json, size_t len, const char *name
         st = qn_fail(QN_ERR_FORMAT, "%s: model.vocab is not an object", name);
         goto fail;
     }
+    QN_CHECK_GOTO(qn_tok_load_vocab_object(t, vocab, name, "model.vocab"), st, fail);
     const cJSON *e;
-    cJSON_ArrayForEach(e, vocab) {
-        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > QN_TOK_MAX_ID ||
-            e->valuedouble != (double)(int32_t)e->valuedouble) {
-            st = qn_fail(QN_ERR_FORMAT, "%s: model.vocab: token '%s' has no valid id", name,
-                         e->string);
-            goto fail;
-        }
-        char *b;
-        size_t bl;
-        QN_CHECK_GOTO(qn_tok_unmap_bytes(e->string, strlen(e->string), &b, &bl), st, fail);
-        st = bl ? qn_tok_set_vocab(t, (int32_t)e->valuedouble, b, bl)
-                : qn_fail(QN_ERR_FORMAT, "empty token");
-        free(b);
-        if (st != QN_OK) {
-            st = qn_fail(st, "%s: model.vocab: token '%s': %s", name, e->string, qn_last_error());
-            goto fail;
-        }
-    }
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
     size_t mi = 0;
     cJSON_ArrayForEach(e, merges) {

@@ -53,25 +53,7 @@ qn_status qn_tokenizer_parse_slow(const char *vocab, size_t vocab_len, const cha
         st = qn_fail(QN_ERR_FORMAT, "%s: vocab.json is not a JSON object", name);
         goto fail;
     }
-    const cJSON *e;
-    cJSON_ArrayForEach(e, vj) {
-        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > QN_TOK_MAX_ID ||
-            e->valuedouble != (double)(int32_t)e->valuedouble) {
-            st = qn_fail(QN_ERR_FORMAT, "%s: vocab.json: token '%s' has no valid id", name,
-                         e->string);
-            goto fail;
-        }
-        char *b;
-        size_t bl;
-        QN_CHECK_GOTO(qn_tok_unmap_bytes(e->string, strlen(e->string), &b, &bl), st, fail);
-        st = bl ? qn_tok_set_vocab(t, (int32_t)e->valuedouble, b, bl)
-                : qn_fail(QN_ERR_FORMAT, "empty token");
-        free(b);
-        if (st != QN_OK) {
-            st = qn_fail(st, "%s: vocab.json: token '%s': %s", name, e->string, qn_last_error());
-            goto fail;
-        }
-    }
+    QN_CHECK_GOTO(qn_tok_load_vocab_object(t, vj, name, "vocab.json"), st, fail);
     /* merges.txt: optional "#version" line, then "left right" per line */
     size_t line_no = 0;
     for (size_t i = 0; i < merges_len;) {

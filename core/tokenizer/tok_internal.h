@@ -108,6 +108,13 @@ qn_status qn_tok_new(qn_tokenizer **out);
 /* Sets id's bytes and makes it a model-vocabulary token (hashed for BPE).
  * A duplicate id or duplicate bytes is QN_ERR_FORMAT. */
 qn_status qn_tok_set_vocab(qn_tokenizer *t, int32_t id, const char *bytes, size_t len);
+
+/* Loads a byte-level vocabulary object {"<mapped token>": id, ...} (the
+ * `model.vocab` of tokenizer.json, or vocab.json) into t. Errors name
+ * `name` (the file) and `what` (where in it) and the token. */
+struct cJSON;
+qn_status qn_tok_load_vocab_object(qn_tokenizer *t, const struct cJSON *vocab, const char *name,
+                                   const char *what);
 /* Looks up model-vocabulary bytes; -1 when absent. */
 int32_t qn_tok_vocab_find(const qn_tokenizer *t, const char *bytes, size_t len);
 /* Appends a merge with the next rank; the result must be in the vocabulary. */

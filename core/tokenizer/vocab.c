@@ -490,3 +490,22 @@ qn_status qn_tok_read_file(const char *path, char **data, size_t *len) {
     *len = n;
     return QN_OK;
 }
+
+qn_status qn_tok_load_vocab_object(qn_tokenizer *t, const cJSON *vocab, const char *name,
+                                   const char *what) {
+    const cJSON *e;
+    cJSON_ArrayForEach(e, vocab) {
+        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > QN_TOK_MAX_ID ||
+            e->valuedouble != (double)(int32_t)e->valuedouble)
+            return qn_fail(QN_ERR_FORMAT, "%s: %s: token '%s' has no valid id", name, what, e->string);
+        char *b;
+        size_t bl;
+        QN_CHECK(qn_tok_unmap_bytes(e->string, strlen(e->string), &b, &bl));
+        qn_status st = bl ? qn_tok_set_vocab(t, (int32_t)e->valuedouble, b, bl)
+                          : qn_fail(QN_ERR_FORMAT, "empty token");
+        free(b);
+        if (st != QN_OK)
+            return qn_fail(st, "%s: %s: token '%s': %s", name, what, e->string, qn_last_error());
+    }
+    return QN_OK;
+}
