@@ -37,6 +37,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/io/jsonl.h"
 #include "cli/commands.h"
 #include "cli/train_step.h"
 #include "core/dist/dist.h"
@@ -193,36 +194,33 @@ done:
     return s;
 }
 
+typedef struct batch_ctx {
+    const char *path;
+    int64_t vocab;
+    const qn_loss_cfg *lc;
+    ts_batch *out;
+    size_t cap;
+} batch_ctx;
+
+static qn_status read_sample_line(const char *text, long line, void *user) {
+    batch_ctx *c = user;
+    ts_batch *out = c->out;
+    if ((size_t)out->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 64;
+        ts_sample *nv = realloc(out->v, c->cap * sizeof *nv);
+        if (!nv) return qn_fail(QN_ERR_NOMEM, "%s: out of memory at line %ld", c->path, line);
+        out->v = nv;
+    }
+    QN_CHECK(parse_sample(text, c->path, line, c->vocab, c->lc, &out->v[out->n]));
+    out->n++;
+    return QN_OK;
+}
+
 static qn_status read_batch(const char *path, int64_t vocab, const qn_loss_cfg *lc,
                             ts_batch *out) {
     memset(out, 0, sizeof *out);
-    FILE *f = fopen(path, "rb");
-    if (!f) return qn_fail(QN_ERR_IO, "%s: cannot open", path);
-    char *text = NULL;
-    size_t cap = 0, vcap = 0;
-    ssize_t n;
-    long line = 0;
-    qn_status s = QN_OK;
-    while ((n = getline(&text, &cap, f)) >= 0) {
-        line++;
-        while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r' || text[n - 1] == ' '))
-            text[--n] = 0;
-        if (n == 0) continue;
-        if ((size_t)out->n == vcap) {
-            vcap = vcap ? vcap * 2 : 64;
-            ts_sample *nv = realloc(out->v, vcap * sizeof *nv);
-            if (!nv) {
-                s = qn_fail(QN_ERR_NOMEM, "%s", path);
-                break;
-            }
-            out->v = nv;
-        }
-        s = parse_sample(text, path, line, vocab, lc, &out->v[out->n]);
-        if (s != QN_OK) break;
-        out->n++;
-    }
-    free(text);
-    fclose(f);
+    batch_ctx c = {.path = path, .vocab = vocab, .lc = lc, .out = out};
+    qn_status s = qn_jsonl_foreach(path, read_sample_line, &c);
     if (s == QN_OK && out->n == 0) s = qn_fail(QN_ERR_FORMAT, "%s: no samples", path);
     if (s != QN_OK) {
         batch_free(out);

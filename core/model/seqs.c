@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/io/jsonl.h"
+
 void qn_seqs_free(qn_seqs *s) {
     if (!s) return;
     for (size_t i = 0; i < s->n; i++) {
@@ -107,35 +109,33 @@ done:
     return s;
 }
 
+typedef struct read_ctx {
+    const char *path;
+    int with_grads;
+    int64_t vocab;
+    qn_seqs *out;
+    size_t cap;
+} read_ctx;
+
+static qn_status read_one(const char *text, long line, void *user) {
+    read_ctx *c = user;
+    qn_seqs *out = c->out;
+    if ((size_t)out->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 64;
+        qn_seq *nv = realloc(out->v, c->cap * sizeof *nv);
+        if (!nv) return qn_fail(QN_ERR_NOMEM, "%s: out of memory at line %ld", c->path, line);
+        out->v = nv;
+    }
+    QN_CHECK(parse_line(text, c->path, line, c->with_grads, c->vocab, &out->v[out->n]));
+    out->n_out += out->v[out->n].len - out->v[out->n].k;
+    out->n++;
+    return QN_OK;
+}
+
 qn_status qn_seqs_read_jsonl(const char *path, int with_grads, int64_t vocab, qn_seqs *out) {
     memset(out, 0, sizeof *out);
-    FILE *f = fopen(path, "rb");
-    if (!f) return qn_fail(QN_ERR_IO, "%s: cannot open", path);
-    char *line = NULL;
-    size_t cap = 0, vcap = 0;
-    ssize_t n;
-    long lineno = 0;
-    qn_status s = QN_OK;
-    while ((n = getline(&line, &cap, f)) >= 0) {
-        lineno++;
-        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ')) line[--n] = 0;
-        if (n == 0) continue;
-        if (out->n == vcap) {
-            vcap = vcap ? vcap * 2 : 64;
-            qn_seq *nv = realloc(out->v, vcap * sizeof *nv);
-            if (!nv) {
-                s = qn_fail(QN_ERR_NOMEM, "%s", path);
-                break;
-            }
-            out->v = nv;
-        }
-        s = parse_line(line, path, lineno, with_grads, vocab, &out->v[out->n]);
-        if (s != QN_OK) break;
-        out->n_out += out->v[out->n].len - out->v[out->n].k;
-        out->n++;
-    }
-    free(line);
-    fclose(f);
+    read_ctx c = {.path = path, .with_grads = with_grads, .vocab = vocab, .out = out};
+    qn_status s = qn_jsonl_foreach(path, read_one, &c);
     if (s != QN_OK) qn_seqs_free(out);
     return s;
 }
