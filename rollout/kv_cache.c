@@ -40,9 +40,11 @@ struct qn_kv_cache {
     int64_t *seq_computed; /* [S] */
     int32_t *seq_nblocks;  /* [S] */
     int32_t *seq_table;    /* [S][max_blocks_per_seq] */
+    uint64_t *seq_root;    /* [S] chain hash "parent" of block 0, fixed at admission */
     int32_t n_active;
     qn_kv_stats st;
     uint64_t version;
+    uint64_t root; /* root of new chains; a prefix flush moves it */
 };
 
 /* ---- hashing ---------------------------------------------------------------------------- */
@@ -198,6 +200,8 @@ qn_status qn_kv_cache_init(qn_kv_cache **out, const qn_kv_cache_params *p) {
     c->ix_val = malloc((size_t)cap * sizeof *c->ix_val);
     c->seq_active = calloc(S, 1);
     c->seq_computed = calloc(S, sizeof *c->seq_computed);
+    c->seq_root = calloc(S, sizeof *c->seq_root);
+    c->root = KV_ROOT_HASH;
     c->seq_nblocks = calloc(S, sizeof *c->seq_nblocks);
     c->seq_table = calloc(S * (size_t)p->max_blocks_per_seq, sizeof *c->seq_table);
     if (p->alloc_memory) c->mem = calloc(N * per_block, sizeof(float));
@@ -236,6 +240,7 @@ void qn_kv_cache_free(qn_kv_cache *c) {
     free(c->ix_val);
     free(c->seq_active);
     free(c->seq_computed);
+    free(c->seq_root);
     free(c->seq_nblocks);
     free(c->seq_table);
     free(c);
@@ -318,7 +323,7 @@ static int32_t kv_match_prefix(const qn_kv_cache *c, const int32_t *tokens, int3
     int32_t B = c->p.block_size;
     int32_t max_hit = (n - 1) / B;
     if (max_hit > c->p.max_blocks_per_seq) max_hit = c->p.max_blocks_per_seq;
-    uint64_t parent = KV_ROOT_HASH;
+    uint64_t parent = c->root;
     int32_t hits = 0;
     for (; hits < max_hit; hits++) {
         const int32_t *tok = tokens + (size_t)hits * B;
@@ -556,6 +561,7 @@ int qn_kv_apply(qn_kv_cache *c, const qn_kv_op *ops, int32_t n_ops, qn_kv_plan *
         c->n_active++;
         c->seq_nblocks[s] = hits;
         c->seq_computed[s] = (int64_t)hits * B;
+        c->seq_root[s] = c->root;
         c->st.prefix_query_tokens += op->n_tokens;
         c->st.prefix_hit_tokens += (int64_t)hits * B;
     }
@@ -588,6 +594,7 @@ int qn_kv_apply(qn_kv_cache *c, const qn_kv_op *ops, int32_t n_ops, qn_kv_plan *
             c->n_active++;
             c->seq_nblocks[s] = nb;
             c->seq_computed[s] = comp;
+            c->seq_root[s] = c->seq_root[par];
             c->st.fork_shared_tokens += comp;
         } else if (op->kind == QN_KV_OP_RESERVE) {
             int32_t want = ceil_div64(c->seq_computed[s] + op->n_tokens, B);
@@ -626,7 +633,7 @@ qn_status qn_kv_commit(qn_kv_cache *c, int32_t seq, const int32_t *tokens, int32
         int32_t b = tab[bi];
         c->tokens[(size_t)b * B + off] = tokens[i];
         if (off == B - 1) {
-            uint64_t parent = bi == 0 ? KV_ROOT_HASH : c->hash[tab[bi - 1]];
+            uint64_t parent = bi == 0 ? c->seq_root[seq] : c->hash[tab[bi - 1]];
             uint64_t h = kv_chain_hash(parent, c->tokens + (size_t)b * B, B);
             c->hash[b] = h;
             c->parent[b] = parent;
@@ -665,6 +672,24 @@ qn_status qn_kv_release(qn_kv_cache *c, int32_t seq, int preempted) {
     c->seq_computed[seq] = 0;
     c->n_active--;
     if (preempted) c->st.preemptions++;
+    c->version++;
+    return QN_OK;
+}
+
+qn_status qn_kv_cache_flush_prefix(qn_kv_cache *c) {
+    if (!c) return qn_fail(QN_ERR_INVALID, "kv flush: no cache");
+    c->root = kv_mix(c->root + 0x9e3779b97f4a7c15ull);
+    for (int32_t b = 0; b < c->p.n_blocks; b++) {
+        if (!c->indexed[b]) continue;
+        ix_remove(c, c->hash[b]);
+        c->indexed[b] = 0;
+        if (c->state[b] == QN_KV_BLOCK_CACHED) {
+            list_remove(c, &c->lru, b);
+            c->state[b] = QN_KV_BLOCK_FREE;
+            c->hashed[b] = 0;
+            list_push_tail(c, &c->free_list, b);
+        }
+    }
     c->version++;
     return QN_OK;
 }
@@ -849,6 +874,8 @@ size_t qn_kv_cache_snapshot(const qn_kv_cache *c, void *buf, size_t cap) {
         snap_put(&s, &c->n_active, sizeof c->n_active);
         snap_put(&s, &c->st, sizeof c->st);
         snap_put(&s, &c->version, sizeof c->version);
+        snap_put(&s, c->seq_root, S * sizeof *c->seq_root);
+        snap_put(&s, &c->root, sizeof c->root);
         if (c->mem)
             snap_put(&s, c->mem, N * c->slab_floats * 2 * (size_t)c->p.n_layers * sizeof(float));
         if (pass == 0) {

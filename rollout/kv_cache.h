@@ -221,6 +221,13 @@ qn_status qn_kv_commit(qn_kv_cache *c, int32_t seq, const int32_t *tokens, int32
  * an inactive or out-of-range seq (cache unchanged). */
 qn_status qn_kv_release(qn_kv_cache *c, int32_t seq, int preempted);
 
+/* Forgets every cached prefix (after a weight update their K/V belong to the old weights):
+ * CACHED blocks become FREE, index entries are dropped, and new chains start from a new
+ * root, so blocks that sequences still running commit later (whose K/V mix old and new
+ * weights) are never matched by sequences admitted after the flush. Running sequences keep
+ * their blocks. */
+qn_status qn_kv_cache_flush_prefix(qn_kv_cache *c);
+
 /* Prefix hit (in tokens, a multiple of B, < n) that an ADMIT of tokens[0..n) would get now:
  * the scheduler asks this first to size the prefill chunk it reserves for a new request.
  * Read-only. 0 for n < 1. */

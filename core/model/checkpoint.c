@@ -1,9 +1,10 @@
 /* checkpoint.c — Hugging Face checkpoints for the model: load safetensors
- * (single or sharded; F32/BF16/F16 converted to fp32), save safetensors plus
- * config.json, and write gradients as fp32 safetensors.
+ * (single or sharded; F32/BF16/F16 converted to fp32, F8_E4M3 projections of
+ * FP8 checkpoints dequantised with their weight_scale_inv), save safetensors
+ * plus config.json, and write gradients as fp32 safetensors.
  *
- * Leaves out: FP8 checkpoints (weight_scale_inv; core/quant), MTP tensors
- * (ignored on load, never written), sharded writing of weights.
+ * Leaves out: MTP tensors (ignored on load, never written), sharded writing
+ * of weights, writing FP8 (that is `quench convert`).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -13,7 +14,9 @@
 
 #include "core/dtype.h"
 #include "core/io/safetensors.h"
+#include "core/model/infer.h"
 #include "core/model/model.h"
+#include "core/quant/fp8.h"
 
 static char *read_file_text(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -35,6 +38,15 @@ static char *read_file_text(const char *path) {
 }
 
 qn_status qn_model_load_dir(qn_model *m, const char *dir) {
+    int is_fp8 = 0;
+    int32_t bm = QN_FP8_BLOCK_DEFAULT, bn = QN_FP8_BLOCK_DEFAULT;
+    char cfg[4096];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    FILE *probe = fopen(cfg, "rb");
+    if (probe) { /* a bare safetensors folder (tests) has no config: not FP8 */
+        fclose(probe);
+        QN_CHECK(qn_model_fp8_config(dir, &is_fp8, &bm, &bn));
+    }
     qn_st_model *st = NULL;
     QN_CHECK(qn_st_model_open(dir, &st));
     qn_status s = QN_OK;
@@ -48,9 +60,13 @@ qn_status qn_model_load_dir(qn_model *m, const char *dir) {
                             dir, p->name);
             goto done;
         }
-        if (t->dtype != QN_DTYPE_F32 && t->dtype != QN_DTYPE_BF16 && t->dtype != QN_DTYPE_F16) {
-            s = qn_fail(QN_ERR_FORMAT, "%s: tensor '%s' has dtype %s; expected F32, BF16 or F16",
-                        dir, p->name, qn_dtype_name(t->dtype));
+        int f8 = t->dtype == QN_DTYPE_F8_E4M3 && is_fp8;
+        if (t->dtype != QN_DTYPE_F32 && t->dtype != QN_DTYPE_BF16 && t->dtype != QN_DTYPE_F16 &&
+            !f8) {
+            s = qn_fail(QN_ERR_FORMAT, "%s: tensor '%s' has dtype %s; expected F32, BF16 or F16%s",
+                        dir, p->name, qn_dtype_name(t->dtype),
+                        t->dtype == QN_DTYPE_F8_E4M3 ? " (F8_E4M3 needs a quantization_config "
+                                                        "in config.json)" : "");
             goto done;
         }
         int ok = t->ndim == p->ndim && t->shape[0] == p->shape[0] &&
@@ -70,7 +86,10 @@ qn_status qn_model_load_dir(qn_model *m, const char *dir) {
                         dir, p->name, got, want);
             goto done;
         }
-        s = qn_dtype_to_f32(t->dtype, t->data, m->w + p->offset, p->numel);
+        if (f8)
+            s = qn_fp8_load_f32(st, p->name, bm, bn, m->w + p->offset, p->numel);
+        else
+            s = qn_dtype_to_f32(t->dtype, t->data, m->w + p->offset, p->numel);
         if (s != QN_OK) {
             s = qn_fail(s, "%s: tensor '%s': cannot convert: %s", dir, p->name, qn_last_error());
             goto done;

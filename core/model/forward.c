@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "core/model/model.h"
+#include "core/model/router_cfg.h"
 #include "core/ops/cpu/ops.h"
 
 #define QN_VCHUNK 2048
@@ -352,7 +353,7 @@ static void mlp_bwd(int64_t T, int64_t H, int64_t NI, const float *x, const floa
 
 /* ---------- MoE: router and experts from core/ops/cpu ---------- */
 
-static qn_router_cfg router_cfg(const qn_model_desc *d, const qn_layer_params *p) {
+qn_router_cfg qn_model_router_cfg(const qn_model_desc *d, const qn_layer_params *p) {
     qn_router_cfg rc = {.E = (int)d->n_experts,
                         .K = (int)d->top_k,
                         .n_group = (int)d->n_group,
@@ -369,7 +370,7 @@ static qn_router_cfg router_cfg(const qn_model_desc *d, const qn_layer_params *p
 static void moe_fwd(const qn_model_desc *d, const qn_layer_params *p, layer_ws *L, int64_t T,
                     float *act_scratch, float *out) {
     int64_t H = d->hidden, MI = d->moe_intermediate, SHI = MI * d->n_shared_experts;
-    qn_router_cfg rc = router_cfg(d, p);
+    qn_router_cfg rc = qn_model_router_cfg(d, p);
     qn_router_forward(&rc, L->sel, L->wts, L->scores, L->h2, p->router, (int)T, (int)H);
     if (SHI > 0)
         mlp_fwd(T, H, SHI, L->h2, p->s_gate, p->s_up, p->s_down, L->g, L->u, act_scratch, out,
@@ -389,7 +390,7 @@ static void moe_bwd(const qn_model_desc *d, qn_model_ws *ws, const qn_layer_para
     qn_moe_backward(dh2, ws->dwts, gp->e_gate, gp->e_up, gp->e_down, dout, &L->acts, L->wts,
                     p->e_gate, p->e_up, p->e_down, (int)T, (int)H, (int)MI, (int)d->n_experts,
                     (int)d->top_k, SHI > 0, ws->moe_scratch);
-    qn_router_cfg rc = router_cfg(d, p);
+    qn_router_cfg rc = qn_model_router_cfg(d, p);
     qn_router_backward(&rc, dh2, gp->router, ws->dwts, L->sel, L->scores, L->h2, p->router,
                        (int)T, (int)H, 1, ws->dscore);
 }

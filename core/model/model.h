@@ -46,6 +46,7 @@ typedef struct qn_model_desc {
     int64_t n_group, topk_group;
     int64_t n_mtp;            /* num_nextn_predict_layers: counted, not built */
     int64_t rot_dim;          /* head_dim * partial_rotary_factor, even */
+    int64_t max_position;     /* max_position_embeddings: the engine's default context */
     int qkv_bias, qk_norm, tied, norm_topk_prob, has_score_bias;
     int o_bias; /* attention_bias also biases o_proj in Llama/Qwen3/Qwen3-MoE, not in GLM-4.5 */
     qn_model_router router;

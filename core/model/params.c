@@ -43,6 +43,7 @@ qn_status qn_model_desc_from_config(const qn_model_config *c, const char *what,
     d->intermediate = c->intermediate_size;
     d->rot_dim = c->rotary_dim;
     d->rms_eps = c->rms_norm_eps;
+    d->max_position = c->max_position_embeddings;
     d->rope_theta = c->rope.theta;
     d->qkv_bias = c->attention_bias;
     /* HF: LlamaAttention, Qwen3Attention and Qwen3MoeAttention build o_proj
