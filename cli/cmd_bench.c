@@ -7,6 +7,9 @@
  *                        same weights, same threads), plus peak RSS of both.
  *   quench bench train   a whole training step, dynamic packing vs padding
  *                        (cli/bench_train.c).
+ *   quench bench rollout the rollout engine's prefill and decode tokens/s
+ *                        against the memory-bandwidth bound and a PyTorch
+ *                        generation loop (cli/bench_rollout.c).
  *
  * To add a benchmark, add a row to k_benches. Leaves out: GPU benchmarks. */
 #include <omp.h>
@@ -17,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/bench_rollout.h"
 #include "cli/bench_train.h"
 #include "cli/commands.h"
 #include "core/flags.h"
@@ -226,6 +230,8 @@ static const bench_entry k_benches[] = {
      help_bench_model},
     {"train", "training step tokens/s: dynamic packing vs padded micro-batches", qn_bench_train,
      qn_help_bench_train},
+    {"rollout", "engine prefill/decode tokens/s vs the bandwidth bound and a PyTorch loop",
+     qn_bench_rollout, qn_help_bench_rollout},
 };
 static const size_t k_n_benches = sizeof k_benches / sizeof k_benches[0];
 

@@ -52,4 +52,16 @@ void qn_help_tokenize(FILE *out);
 int qn_cmd_train_step(int argc, char **argv);
 void qn_help_train_step(FILE *out);
 
+/* offline batch generation with the rollout engine (cli/cmd_generate.c) */
+int qn_cmd_generate(int argc, char **argv);
+void qn_help_generate(FILE *out);
+
+/* a rollout engine serving a router (cli/cmd_rollout.c, cli/rollout_service.c) */
+int qn_cmd_rollout(int argc, char **argv);
+void qn_help_rollout(FILE *out);
+
+/* the request router service (cli/cmd_router.c, cli/router*.c) */
+int qn_cmd_router(int argc, char **argv);
+void qn_help_router(FILE *out);
+
 #endif

@@ -27,6 +27,9 @@ static const qn_command k_commands[] = {
     {"convert", "rewrite a checkpoint as FP8 blocks (DeepSeek-V3 convention), bf16 or fp32", qn_cmd_convert, qn_help_convert},
     {"tokenize", "text to token ids and back, chat templates, tokenizer.json export", qn_cmd_tokenize, qn_help_tokenize},
     {"train-step", "the GRPO/SFT optimizer steps of a JSONL batch (AdamW, checkpoints)", qn_cmd_train_step, qn_help_train_step},
+    {"generate", "offline batch generation with the rollout engine (JSONL in, JSONL out)", qn_cmd_generate, qn_help_generate},
+    {"rollout", "a rollout engine serving a router (register, generate, weight updates, drain)", qn_cmd_rollout, qn_help_rollout},
+    {"router", "the request router: engine registry, dispatch, weight updates, HTTP API", qn_cmd_router, qn_help_router},
 };
 static const size_t k_n_commands = sizeof k_commands / sizeof k_commands[0];
 

@@ -32,5 +32,9 @@ for c in $cmds; do
     fi
   fi
 done
+# the command references in docs/CONFIGURATION.md are generated from the
+# same help output and must still match it
+SRC=${QN_SOURCE:-$(cd "$(dirname "$0")/../.." && pwd)}
+if ! /usr/bin/python3 "$SRC/scripts/config_docs.py" "$Q"; then fails=$((fails+1)); fi
 echo "checked $(echo $cmds | wc -w) commands ($with_flags with flag tables); failures: $fails"
 [ $fails -eq 0 ]

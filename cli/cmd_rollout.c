@@ -1,0 +1,237 @@
+/* cmd_rollout.c — `quench rollout`: a rollout engine serving a router
+ * (docs/services.md). Parses the flags, loads the model the way
+ * `quench generate` does (fp32, an FP8 checkpoint, or --quantize fp8),
+ * builds the engine and hands over to the service loop
+ * (cli/rollout_service.c). SIGTERM/SIGINT drain: the engine tells the router,
+ * refuses new requests, finishes the ones it has and exits 0; a second
+ * signal exits at once with status 1.
+ *
+ * Leaves out: GPUs (the engine is the CPU one), listening for requests itself
+ * (engines only connect to the router), metrics endpoints. */
+#include <omp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/commands.h"
+#include "cli/rollout_service.h"
+#include "core/flags.h"
+#include "core/io/hf_config.h"
+#include "core/log.h"
+#include "core/model/infer.h"
+#include "core/model/model.h"
+#include "core/tokenizer/tokenizer.h"
+#include "rollout/engine.h"
+
+typedef struct rollout_cfg {
+    char *router, *model, *engine_id, *tokenizer;
+    int quantize;
+    int64_t max_running, kv_cache_tokens, max_prefill_tokens, block_size, context_len, threads,
+        seed, pull_timeout_ms, pull_retries;
+} rollout_cfg;
+
+static const qn_flag k_rollout_flags[] = {
+    QN_F_STRING(rollout_cfg, router, "router", NULL,
+                "router endpoint to connect to (its --listen), e.g. tcp://10.0.0.1:5600",
+                .attrs = QN_FLAG_REQUIRED, .metavar = "ENDPOINT"),
+    QN_F_STRING(rollout_cfg, model, "model", NULL, "model folder (config.json + safetensors)",
+                .attrs = QN_FLAG_REQUIRED, .metavar = "DIR"),
+    QN_F_STRING(rollout_cfg, engine_id, "engine-id", NULL,
+                "this engine's name in the registry (default: <host>-<pid>)", .metavar = "ID"),
+    QN_F_CHOICE(rollout_cfg, quantize, "quantize", "none", "none|fp8",
+                "fp8: quantise the projections on load and after every weight update (128x128 "
+                "e4m3 blocks); an FP8 checkpoint is always served in FP8"),
+    QN_F_INT(rollout_cfg, max_running, "max-running-requests", "256", 1, 1048576,
+             "sequences in the running batch"),
+    QN_F_INT(rollout_cfg, kv_cache_tokens, "kv-cache-tokens", "65536", 1, 1e12,
+             "KV cache capacity in tokens (rounded up to whole blocks)"),
+    QN_F_INT(rollout_cfg, max_prefill_tokens, "max-prefill-tokens", "2048", 1, 1e9,
+             "prompt tokens computed per step (chunked prefill budget)"),
+    QN_F_INT(rollout_cfg, block_size, "block-size", "16", 1, 64, "tokens per KV cache block"),
+    QN_F_INT(rollout_cfg, context_len, "context-len", "0", 0, 1e12,
+             "positions per sequence; 0: the config's max_position_embeddings"),
+    QN_F_STRING(rollout_cfg, tokenizer, "tokenizer", NULL,
+                "tokenizer folder, for stop strings (default: the model folder when it has one)",
+                .metavar = "DIR"),
+    QN_F_INT(rollout_cfg, threads, "threads", "0", 0, 4096, "CPU threads (0: OpenMP default)"),
+    QN_F_INT(rollout_cfg, seed, "seed", "0", 0, 9.2e18,
+             "engine seed: requests without their own seed draw from it"),
+    QN_F_INT(rollout_cfg, pull_timeout_ms, "weight-pull-timeout-ms", "10000", 1, 3600000,
+             "a weight chunk not answered in this time is asked again"),
+    QN_F_INT(rollout_cfg, pull_retries, "weight-pull-retries", "3", 1, 1000,
+             "times a weight chunk is asked again before the update fails"),
+};
+static const qn_flag_table k_rollout_table = {
+    .command = "rollout",
+    .usage = "quench rollout --router ENDPOINT --model DIR [flags]",
+    .summary =
+        "A rollout engine serving a router (docs/services.md): registers, heartbeats every\n"
+        "interval the router sets, generates GenerateRequests with continuous batching and\n"
+        "answers one GenerateResult per sample (token ids, log-probs, the weight version of\n"
+        "every token), pulls weight versions from the trainer's weight server when the\n"
+        "router announces them and applies them completely or not at all. SIGTERM/SIGINT\n"
+        "drains: new requests are refused, the ones in flight finish, then exit 0.",
+    .flags = k_rollout_flags,
+    .n_flags = QN_FLAGS_COUNT(k_rollout_flags),
+    .cfg_size = sizeof(rollout_cfg)};
+
+void qn_help_rollout(FILE *out) {
+    qn_flags_print_help(&k_rollout_table, out);
+}
+
+static volatile sig_atomic_t g_signals;
+
+static void on_signal(int sig) {
+    (void)sig;
+    g_signals++;
+    if (g_signals >= 2) {
+        static const char msg[] = "quench rollout: second signal, exiting without draining\n";
+        ssize_t w = write(2, msg, sizeof msg - 1);
+        (void)w;
+        _exit(QN_EXIT_FAILURE);
+    }
+}
+
+static int dir_has_tokenizer(const char *dir) {
+    static const char *const names[] = {"tokenizer.json", "vocab.json", "tokenizer.model"};
+    char path[4096];
+    struct stat st;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        if (stat(path, &st) == 0) return 1;
+    }
+    return 0;
+}
+
+/* The EOS ids: config.json's eos_token_id(s), else the tokenizer's eos and extra stop ids
+ * (the same rule as quench generate). */
+static qn_status collect_eos(const char *model_dir, const qn_tokenizer *tok, int32_t *eos,
+                             int32_t *n_eos, int32_t cap) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", model_dir);
+    qn_model_config mc;
+    QN_CHECK(qn_hf_config_load(path, &mc));
+    *n_eos = 0;
+    for (int64_t i = 0; i < mc.n_eos && *n_eos < cap; i++)
+        if (mc.eos_token_ids[i] >= 0) eos[(*n_eos)++] = (int32_t)mc.eos_token_ids[i];
+    if (*n_eos == 0 && tok) {
+        const qn_special_ids *sp = qn_tokenizer_special_ids(tok);
+        if (sp->eos >= 0) eos[(*n_eos)++] = sp->eos;
+        for (int i = 0; i < sp->n_stop && *n_eos < cap; i++)
+            eos[(*n_eos)++] = sp->stop[i];
+    }
+    return QN_OK;
+}
+
+static int run_rollout(const rollout_cfg *c) {
+    qn_model m = {0};
+    qn_model_fp8 *f8 = NULL;
+    qn_tokenizer *tok = NULL;
+    qn_engine *e = NULL;
+    int32_t eos[QN_MODEL_MAX_EOS + 16];
+    int32_t n_eos = 0;
+    char id_buf[300];
+    qn_status s;
+    int rc = QN_EXIT_FAILURE;
+
+    if (c->threads > 0) omp_set_num_threads((int)c->threads);
+    const char *engine_id = c->engine_id;
+    if (!engine_id) {
+        char host[256] = "host";
+        if (gethostname(host, sizeof host - 1) != 0) snprintf(host, sizeof host, "host");
+        host[sizeof host - 1] = '\0';
+        snprintf(id_buf, sizeof id_buf, "%s-%ld", host, (long)getpid());
+        engine_id = id_buf;
+    }
+    QN_CHECK_GOTO(qn_model_open(&m, c->model), s, fail);
+    int is_fp8 = 0;
+    int32_t bm = 128, bn = 128;
+    QN_CHECK_GOTO(qn_model_fp8_config(c->model, &is_fp8, &bm, &bn), s, fail);
+    if (is_fp8) {
+        QN_CHECK_GOTO(qn_model_fp8_load_dir(&f8, &m, c->model), s, fail);
+    } else if (c->quantize == 1) {
+        bm = bn = 128;
+        QN_CHECK_GOTO(qn_model_fp8_quantize(&f8, &m, bm, bn), s, fail);
+    }
+    const char *tok_dir =
+        c->tokenizer ? c->tokenizer : (dir_has_tokenizer(c->model) ? c->model : NULL);
+    if (tok_dir) QN_CHECK_GOTO(qn_tokenizer_load(tok_dir, &tok), s, fail);
+    QN_CHECK_GOTO(collect_eos(c->model, tok, eos, &n_eos, (int32_t)(sizeof eos / sizeof eos[0])), s,
+                  fail);
+    qn_engine_params ep = qn_engine_params_default();
+    ep.max_running = (int32_t)c->max_running;
+    ep.kv_cache_tokens = c->kv_cache_tokens;
+    ep.block_size = (int32_t)c->block_size;
+    ep.max_prefill_tokens = (int32_t)c->max_prefill_tokens;
+    ep.context_len = c->context_len;
+    ep.eos_ids = eos;
+    ep.n_eos = n_eos;
+    ep.tokenizer = tok;
+    ep.seed = (uint64_t)c->seed;
+    QN_CHECK_GOTO(qn_engine_create(&e, &m, f8, &ep), s, fail);
+    QN_LOG_INFO("rollout: engine %s: model %s (%s weights%s), tokenizer %s, %d eos ids, weight "
+                "version 0",
+                engine_id, c->model, f8 ? "fp8" : "fp32", is_fp8 ? ", FP8 checkpoint" : "",
+                tok_dir ? tok_dir : "none", n_eos);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; /* no SA_RESTART: a signal wakes the loop's poll */
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    qn_rollout_service_params sp = {
+        .router = c->router,
+        .engine_id = engine_id,
+        .model = &m,
+        .fp8 = &f8,
+        .fp8_bm = bm,
+        .fp8_bn = bn,
+        .engine = e,
+        .max_running = (int32_t)c->max_running,
+        .kv_cache_tokens = c->kv_cache_tokens,
+        .block_size = (int32_t)c->block_size,
+        .pull_timeout_ms = (uint32_t)c->pull_timeout_ms,
+        .pull_retries = (uint32_t)c->pull_retries,
+        .signals = &g_signals,
+    };
+    QN_CHECK_GOTO(qn_rollout_service_run(&sp), s, fail);
+    rc = QN_EXIT_OK;
+    goto done;
+fail:
+    (void)s;
+    QN_LOG_ERROR("rollout: %s", qn_last_error());
+    fprintf(stderr, "quench rollout: %s\n", qn_last_error());
+done:
+    qn_engine_free(e);
+    qn_tokenizer_free(tok);
+    qn_model_fp8_free(f8);
+    qn_model_free(&m);
+    return rc;
+}
+
+int qn_cmd_rollout(int argc, char **argv) {
+    rollout_cfg cfg;
+    qn_flags_parsed p;
+    if (qn_flags_parse(&k_rollout_table, &cfg, argc, argv, &p) != QN_OK) {
+        fprintf(stderr, "quench rollout: %s\n", qn_last_error());
+        return QN_EXIT_USAGE;
+    }
+    int rc;
+    if (p.print_config) {
+        qn_flags_dump(&k_rollout_table, &cfg, &p, stdout);
+        rc = QN_EXIT_OK;
+    } else {
+        qn_flags_log(&k_rollout_table, &cfg, &p);
+        rc = run_rollout(&cfg);
+    }
+    qn_flags_parsed_free(&p);
+    qn_flags_free(&k_rollout_table, &cfg);
+    return rc;
+}
