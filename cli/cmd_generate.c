@@ -23,12 +23,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include "cli/commands.h"
+#include "cli/served_model.h"
 #include "core/flags.h"
-#include "core/io/hf_config.h"
 #include "core/io/jsonl.h"
 #include "core/log.h"
 #include "core/model/infer.h"
@@ -570,61 +569,18 @@ static qn_status write_output(const char *path, const gen_ctx *g) {
 
 /* ------------------------------------------------------------ setup */
 
-static int dir_has_tokenizer(const char *dir) {
-    static const char *const names[] = {"tokenizer.json", "vocab.json", "tokenizer.model"};
-    char path[4096];
-    struct stat st;
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        if (stat(path, &st) == 0) return 1;
-    }
-    return 0;
-}
-
-/* The EOS ids: config.json's eos_token_id(s), else the tokenizer's eos and
- * extra stop ids (GLM-4.5's <|user|>, <|observation|>). */
-static qn_status collect_eos(const char *model_dir, const qn_tokenizer *tok, int32_t *eos,
-                             int32_t *n_eos, int32_t cap) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", model_dir);
-    qn_model_config mc;
-    QN_CHECK(qn_hf_config_load(path, &mc));
-    *n_eos = 0;
-    for (int64_t i = 0; i < mc.n_eos && *n_eos < cap; i++)
-        if (mc.eos_token_ids[i] >= 0) eos[(*n_eos)++] = (int32_t)mc.eos_token_ids[i];
-    if (*n_eos == 0 && tok) {
-        const qn_special_ids *sp = qn_tokenizer_special_ids(tok);
-        if (sp->eos >= 0) eos[(*n_eos)++] = sp->eos;
-        for (int i = 0; i < sp->n_stop && *n_eos < cap; i++) eos[(*n_eos)++] = sp->stop[i];
-    }
-    return QN_OK;
-}
-
 static int run_generate(const gen_cfg *c) {
     int rc = QN_EXIT_FAILURE;
-    qn_model m = {0};
-    qn_model_fp8 *f8 = NULL;
-    qn_tokenizer *tok = NULL;
+    qn_served_model sm = {0};
     qn_engine *e = NULL;
     qn_chat_template tpl;
     gen_ctx g = {.cfg = c, .path = c->input};
-    int32_t eos[QN_MODEL_MAX_EOS + 16];
-    int32_t n_eos = 0;
     qn_status s;
 
     if (c->threads > 0) omp_set_num_threads((int)c->threads);
     double t_load = now_s();
-    QN_CHECK_GOTO(qn_model_open(&m, c->model), s, fail);
-    int is_fp8 = 0;
-    int32_t bm = 128, bn = 128;
-    QN_CHECK_GOTO(qn_model_fp8_config(c->model, &is_fp8, &bm, &bn), s, fail);
-    if (is_fp8) {
-        QN_CHECK_GOTO(qn_model_fp8_load_dir(&f8, &m, c->model), s, fail);
-    } else if (c->quantize == 1) {
-        QN_CHECK_GOTO(qn_model_fp8_quantize(&f8, &m, 128, 128), s, fail);
-    }
-    const char *tok_dir = c->tokenizer ? c->tokenizer : (dir_has_tokenizer(c->model) ? c->model : NULL);
-    if (tok_dir) QN_CHECK_GOTO(qn_tokenizer_load(tok_dir, &tok), s, fail);
+    QN_CHECK_GOTO(qn_served_model_load(&sm, c->model, c->tokenizer, c->quantize == 1), s, fail);
+    const qn_tokenizer *tok = sm.tok;
     if (tok) {
         const char *name = strcmp(c->chat_template, "auto") == 0 ? NULL : c->chat_template;
         if (qn_chat_template_for(tok, name, &tpl) == QN_OK) {
@@ -636,11 +592,9 @@ static int run_generate(const gen_cfg *c) {
         g.tpl_error = strdup("no tokenizer");
     }
     g.tok = tok;
-    QN_CHECK_GOTO(collect_eos(c->model, tok, eos, &n_eos, (int32_t)(sizeof eos / sizeof eos[0])),
-                  s, fail);
     QN_LOG_INFO("generate: model %s (%s weights%s), tokenizer %s, %d eos ids, loaded in %.2f s",
-                c->model, f8 ? "fp8" : "fp32", is_fp8 ? ", FP8 checkpoint" : "",
-                tok_dir ? tok_dir : "none", n_eos, now_s() - t_load);
+                c->model, sm.f8 ? "fp8" : "fp32", sm.fp8_checkpoint ? ", FP8 checkpoint" : "",
+                sm.tok_dir ? sm.tok_dir : "none", sm.n_eos, now_s() - t_load);
 
     qn_engine_params ep = qn_engine_params_default();
     ep.max_running = (int32_t)c->max_running;
@@ -648,11 +602,11 @@ static int run_generate(const gen_cfg *c) {
     ep.block_size = (int32_t)c->block_size;
     ep.max_prefill_tokens = (int32_t)c->max_prefill_tokens;
     ep.context_len = c->context_len;
-    ep.eos_ids = eos;
-    ep.n_eos = n_eos;
+    ep.eos_ids = sm.eos;
+    ep.n_eos = sm.n_eos;
     ep.tokenizer = tok;
     ep.seed = (uint64_t)c->seed;
-    QN_CHECK_GOTO(qn_engine_create(&e, &m, f8, &ep), s, fail);
+    QN_CHECK_GOTO(qn_engine_create(&e, &sm.m, sm.f8, &ep), s, fail);
 
     QN_CHECK_GOTO(qn_jsonl_foreach(c->input, on_line, &g), s, fail);
 
@@ -752,9 +706,7 @@ done:
     free(g.v);
     free((char *)g.tpl_error);
     qn_engine_free(e);
-    qn_tokenizer_free(tok);
-    qn_model_fp8_free(f8);
-    qn_model_free(&m);
+    qn_served_model_free(&sm);
     return rc;
 }
 
