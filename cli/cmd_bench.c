@@ -10,6 +10,9 @@
  *   quench bench rollout the rollout engine's prefill and decode tokens/s
  *                        against the memory-bandwidth bound and a PyTorch
  *                        generation loop (cli/bench_rollout.c).
+ *   quench bench router  concurrent HTTP clients against the router with
+ *                        real engines, and the router's overhead per request
+ *                        over ZeroMQ (cli/bench_router.c).
  *
  * To add a benchmark, add a row to k_benches. Leaves out: GPU benchmarks. */
 #include <omp.h>
@@ -21,6 +24,7 @@
 #include <unistd.h>
 
 #include "cli/bench_rollout.h"
+#include "cli/bench_router.h"
 #include "cli/bench_train.h"
 #include "cli/commands.h"
 #include "core/flags.h"
@@ -232,6 +236,8 @@ static const bench_entry k_benches[] = {
      qn_help_bench_train},
     {"rollout", "engine prefill/decode tokens/s vs the bandwidth bound and a PyTorch loop",
      qn_bench_rollout, qn_help_bench_rollout},
+    {"router", "HTTP load on the router (requests/s, p50/p99) and its overhead per request",
+     qn_bench_router, qn_help_bench_router},
 };
 static const size_t k_n_benches = sizeof k_benches / sizeof k_benches[0];
 

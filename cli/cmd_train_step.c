@@ -38,8 +38,9 @@
 
 typedef struct ts_cfg {
     char *model, *batch, *out, *ref_load, *save_grads, *load, *save;
-    double rollout_temperature;
-    int64_t threads, save_interval, max_steps, rollout_id, data_cursor;
+    char *router, *weight_listen, *weight_advertise;
+    double rollout_temperature, update_weights_timeout;
+    int64_t threads, save_interval, max_steps, rollout_id, data_cursor, weight_version;
     qn_trainer_opts tr;
 } ts_cfg;
 
@@ -72,6 +73,19 @@ static const qn_flag k_ts_flags[] = {
     QN_F_FLOAT(ts_cfg, rollout_temperature, "rollout-temperature", "1.0", 1e-6, 1e6,
                "logits are divided by this (the sampling temperature of the rollout)"),
     QN_F_INT(ts_cfg, threads, "threads", "0", 0, 4096, "CPU threads (0: OpenMP default)"),
+    QN_F_STRING(ts_cfg, router, "router", NULL,
+                "after the batch, publish the new weights and announce them to this router "
+                "(rank 0), waiting until the engines serve them",
+                .metavar = "ENDPOINT"),
+    QN_F_STRING(ts_cfg, weight_listen, "weight-listen", "tcp://127.0.0.1:*",
+                "where the trainer's weight server listens for chunk pulls", .metavar = "ENDPOINT"),
+    QN_F_STRING(ts_cfg, weight_advertise, "weight-advertise", NULL,
+                "the weight server's endpoint as engines should dial it (default: the bound one)",
+                .metavar = "ENDPOINT"),
+    QN_F_INT(ts_cfg, weight_version, "weight-version", "0", 0, INFINITY,
+             "version number of the published weights (0: --rollout-id + 1)"),
+    QN_F_FLOAT(ts_cfg, update_weights_timeout, "update-weights-timeout", "600", 0.1, 1e6,
+               "seconds to wait for the engines to apply the weights"),
     QN_TRAINER_FLAGS(ts_cfg, tr),
 };
 static const qn_flag_table k_ts_table = {
@@ -275,6 +289,11 @@ int qn_cmd_train_step(int argc, char **argv) {
     a.max_steps = cfg.max_steps;
     a.rollout_id = cfg.rollout_id;
     a.data_cursor = cfg.data_cursor;
+    a.router = cfg.router;
+    a.weight_listen = cfg.weight_listen;
+    a.weight_advertise = cfg.weight_advertise;
+    a.weight_version = cfg.weight_version ? cfg.weight_version : cfg.rollout_id + 1;
+    a.update_timeout_s = cfg.update_weights_timeout;
     opt_ctx oc = {.tr = &cfg.tr};
     char load_dir[4096];
     qn_adamw_cfg check;

@@ -64,4 +64,8 @@ void qn_help_rollout(FILE *out);
 int qn_cmd_router(int argc, char **argv);
 void qn_help_router(FILE *out);
 
+/* the data buffer service (cli/cmd_buffer.c, cli/buffer*.c) */
+int qn_cmd_buffer(int argc, char **argv);
+void qn_help_buffer(FILE *out);
+
 #endif

@@ -30,6 +30,7 @@ static const qn_command k_commands[] = {
     {"generate", "offline batch generation with the rollout engine (JSONL in, JSONL out)", qn_cmd_generate, qn_help_generate},
     {"rollout", "a rollout engine serving a router (register, generate, weight updates, drain)", qn_cmd_rollout, qn_help_rollout},
     {"router", "the request router: engine registry, dispatch, weight updates, HTTP API", qn_cmd_router, qn_help_router},
+    {"buffer", "the data buffer: prompts, groups, rewards, advantages, rollouts in Redis for trainers", qn_cmd_buffer, qn_help_buffer},
 };
 static const size_t k_n_commands = sizeof k_commands / sizeof k_commands[0];
 

@@ -57,13 +57,18 @@ typedef struct ts_args {
     int64_t skip_steps;    /* steps of this batch already done (resumed checkpoint) */
     const char *load_ckpt; /* the resumed step dir (for old_logprobs) or NULL */
     int64_t rollout_id, data_cursor; /* recorded in trainer_state.json */
+    /* weight update after the batch (rank 0; net/weight_update.h), when router is set */
+    const char *router, *weight_listen, *weight_advertise;
+    int64_t weight_version;
+    double update_timeout_s;
 } ts_args;
 
 /* Reads and validates the batch; for each optimizer step of its plan (from
  * skip_steps, at most up to max_steps) computes the gradient (all-reduced
  * over the ranks of QN_WORLD_SIZE), saves it if asked, steps the optimizer,
  * prints the step's metrics line (rank 0) and writes a checkpoint when due;
- * at the end writes the model and optimizer state to out (rank 0). Returns the exit
+ * at the end writes the model and optimizer state to out (rank 0) and, with a
+ * router, publishes and announces the new weights (rank 0). Returns the exit
  * status (0 ok, 1 failure, message on stderr). */
 int ts_run(const ts_args *a);
 

@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zmq.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -40,6 +41,7 @@
 #include "core/io/jsonl.h"
 #include "cli/commands.h"
 #include "cli/train_step.h"
+#include "net/weight_update.h"
 #include "core/dist/dist.h"
 #include "core/log.h"
 #include "core/model/model.h"
@@ -646,10 +648,37 @@ done:
     return s;
 }
 
+/* Publishes the trained weights on a weight server and announces them to the router; waits
+ * until the engines serve them. The server goes away with this process: engines that join
+ * later pull from the next trainer to publish (a long-running trainer is the launcher's). */
+static qn_status update_weights(ts_state *st) {
+    const ts_args *a = st->a;
+    void *ctx = zmq_ctx_new();
+    if (!ctx) return qn_fail(QN_ERR_NET, "weight update: cannot create a ZeroMQ context");
+    qn_weight_publisher *pub = NULL;
+    qn_weight_update_report rep;
+    qn_status s = qn_weight_publisher_start(ctx, a->router, a->weight_listen, a->weight_advertise,
+                                            "trainer", &pub);
+    if (s == QN_OK)
+        s = qn_weight_publisher_update(pub, &st->m, (uint64_t)a->weight_version,
+                                       (int)(a->update_timeout_s * 1000.0), &rep);
+    if (s == QN_OK && !rep.ok)
+        s = qn_fail(QN_ERR_NET, "weight update: version %lld: %u engines failed: %s",
+                    (long long)a->weight_version, rep.n_failed, rep.error);
+    if (s == QN_OK)
+        printf("{\"weight_version\": %lld, \"perf/update_weights_time\": %.4f, "
+               "\"update_weights/engines\": %u}\n",
+               (long long)a->weight_version, rep.applied_s, rep.n_engines);
+    qn_weight_publisher_stop(pub);
+    zmq_ctx_term(ctx);
+    return s;
+}
+
 int ts_run(const ts_args *a) {
     if (a->threads > 0) omp_set_num_threads((int)a->threads);
     ts_state st = {.a = a};
     qn_status s = step(&st);
+    if (s == QN_OK && a->router && qn_dist_rank(st.dist) == 0) s = update_weights(&st);
     if (s != QN_OK) fprintf(stderr, "quench train-step: %s\n", qn_last_error());
     mb_free(&st.mb);
     qn_model_ws_free(st.ws);

@@ -4,6 +4,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "core/log.h"
 
@@ -32,10 +33,14 @@ const char *qn_status_name(qn_status s) {
 static _Thread_local char t_error[1024];
 
 qn_status qn_fail(qn_status s, const char *fmt, ...) {
+    /* format into a copy first: callers wrap the previous message with
+     * qn_fail(s, "...: %s", qn_last_error()), which reads t_error */
+    char buf[sizeof t_error];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(t_error, sizeof t_error, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    memcpy(t_error, buf, sizeof t_error);
     return s;
 }
 

@@ -10,7 +10,8 @@ Each reference is a block
     ```
     <!-- end quench help CMD -->
 
-in which the source folder compiled into the binary (the defaults of some
+(CMD may name a sub-benchmark, "bench rollout": its section of `quench help
+bench`), in which the source folder compiled into the binary (the defaults of some
 flags name files in it) is written as <source>.
 
 usage: scripts/config_docs.py QUENCH_BIN [--write]
@@ -35,11 +36,22 @@ BLOCK = re.compile(
 
 
 def help_text(qbin, cmd):
-    out = subprocess.run([qbin, "help"] + cmd.split(), capture_output=True, text=True)
+    """`quench help CMD`; for "bench rollout" (a sub-benchmark: `quench help bench` prints
+    them all) only its own section, from its usage line to the next usage line."""
+    words = cmd.split()
+    out = subprocess.run([qbin, "help", words[0]], capture_output=True, text=True)
     if out.returncode != 0:
-        raise SystemExit(f"config_docs: `quench help {cmd}` exits {out.returncode}: {out.stderr}")
+        raise SystemExit(f"config_docs: `quench help {words[0]}` exits {out.returncode}: "
+                         f"{out.stderr}")
     src = os.environ.get("QN_SOURCE", ROOT)
     text = out.stdout
+    if len(words) > 1:
+        m = re.search(r"^usage: quench " + re.escape(cmd) + r"\b.*?(?=^usage: |\Z)", text,
+                      re.S | re.M)
+        if not m:
+            raise SystemExit(f"config_docs: `quench help {words[0]}` has no section "
+                             f"'usage: quench {cmd}'")
+        text = m.group(0)
     for root in {os.path.realpath(src), src, ROOT}:
         text = text.replace(root + "/", "<source>/")
     return "```text\n" + text.rstrip("\n") + "\n```\n"

@@ -127,3 +127,87 @@ void qn_test_redis_stop(pid_t pid, int hard) {
     kill(pid, hard ? SIGKILL : SIGTERM);
     waitpid(pid, NULL, 0);
 }
+
+#include <sys/prctl.h>
+
+#define QN_TEST_MAX_CHILDREN 64
+static pid_t g_children[QN_TEST_MAX_CHILDREN];
+static int g_n_children;
+
+static void forget_child(pid_t pid) {
+    for (int i = 0; i < g_n_children; i++)
+        if (g_children[i] == pid) g_children[i] = g_children[--g_n_children];
+}
+
+pid_t qn_test_spawn(const char *const *argv, const char *log_path) {
+    if (g_n_children == QN_TEST_MAX_CHILDREN) fail_msg("too many test child processes");
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) fail_msg("fork: %s", strerror(errno));
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(127); /* the test died before prctl */
+        int in = open("/dev/null", O_RDONLY);
+        int out = log_path ? open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644)
+                           : open("/dev/null", O_WRONLY);
+        if (in >= 0) dup2(in, 0);
+        if (out >= 0) {
+            dup2(out, 1);
+            dup2(out, 2);
+        }
+        execv(argv[0], (char *const *)argv);
+        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    g_children[g_n_children++] = pid;
+    return pid;
+}
+
+int qn_test_wait_pid(pid_t pid, int ms) {
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        int st = 0;
+        pid_t w = waitpid(pid, &st, WNOHANG);
+        if (w == pid) {
+            forget_child(pid);
+            return st;
+        }
+        if (w < 0) return -1;
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 >= ms) return -1;
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+void qn_test_kill(pid_t pid) {
+    if (pid <= 0) return;
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    forget_child(pid);
+}
+
+void qn_test_kill_all(void) {
+    while (g_n_children > 0)
+        qn_test_kill(g_children[g_n_children - 1]);
+}
+
+void qn_test_dump_tail(const char *path, size_t max_bytes) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "---- %s: missing\n", path);
+        return;
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    long from = n > (long)max_bytes ? n - (long)max_bytes : 0;
+    fseek(f, from, SEEK_SET);
+    fprintf(stderr, "---- %s (last %ld bytes)\n", path, n - from);
+    char buf[4096];
+    size_t k;
+    while ((k = fread(buf, 1, sizeof buf, f)) > 0)
+        fwrite(buf, 1, k, stderr);
+    fclose(f);
+}

@@ -38,3 +38,26 @@ pid_t qn_test_redis_start(const char *dir, const char *const *extra_args, char *
 
 /* SIGKILLs (hard=1) or SIGTERMs the server and reaps it. */
 void qn_test_redis_stop(pid_t pid, int hard);
+
+/* Child processes for tests that run real quench services. qn_test_spawn
+ * starts argv[0] (a path) with argv (NULL-terminated), stdin from
+ * /dev/null, stdout and stderr appended to log_path (NULL: /dev/null, so
+ * ctest's pipes stay free), killed by the kernel if the test process dies
+ * (PR_SET_PDEATHSIG), and remembered so that qn_test_kill_all can kill and
+ * reap it in a teardown even after a failed assertion. Fails the test if
+ * fork fails or more than 64 are alive. */
+pid_t qn_test_spawn(const char *const *argv, const char *log_path);
+
+/* Waits up to ms for pid to exit: its wait status, or -1 while it runs.
+ * A reaped pid is forgotten. */
+int qn_test_wait_pid(pid_t pid, int ms);
+
+/* SIGKILLs and reaps pid (<= 0: no-op) and forgets it. */
+void qn_test_kill(pid_t pid);
+
+/* SIGKILLs and reaps every process from qn_test_spawn not yet reaped. */
+void qn_test_kill_all(void);
+
+/* Copies the last max_bytes of a file (a child's log) to stderr, with a
+ * header naming it; a missing file is said so. For diagnostics on failure. */
+void qn_test_dump_tail(const char *path, size_t max_bytes);

@@ -5,7 +5,8 @@
 #     the bad ones (empty prompt, prompt longer than --context-len, negative
 #     max_new_tokens, top_p 1.5, broken JSON, token id outside the
 #     vocabulary) carry an error naming the problem, the good ones carry
-#     tokens with finite log-probs; exit status 3;
+#     tokens with finite log-probs; exit status 3; a missing model is a fatal
+#     error (exit 1, no output file);
 #  2. --n-samples-per-prompt 4 gives 4 samples per line, and a line's
 #     sampling_params.n overrides it;
 #  3. batch invariance: a seeded sampled request gives the same tokens run
@@ -13,7 +14,12 @@
 #     --kv-cache-tokens forces preemptions (the stderr summary says how many,
 #     and it must be > 0); log-probs within 1e-5;
 #  4. --quantize fp8 runs and produces tokens (the FP8-vs-fp32 log-prob
-#     deviation of the common greedy prefix is printed for information).
+#     deviation of the common greedy prefix is printed for information);
+#  5. with a tokenizer (the Qwen2 fixture, on a random tiny Qwen3 with its
+#     vocabulary): a {"text"} prompt is encoded and the output decoded; a stop
+#     string taken from the middle of the greedy text ends the same request
+#     there with finish_reason "stop", the text cut where the match begins
+#     and the ids a prefix of the unstopped run's.
 set -euo pipefail
 Q=${QN_BIN:?QN_BIN not set}
 SRC=${QN_SOURCE:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -72,6 +78,15 @@ for i, l in enumerate(lines):
         assert 0 <= t["first_token_s"] <= t["total_s"], f"line {i}: time {t}"
 print("mixed: 8 lines in order, 6 refused with reasons, 2 generated")
 EOF
+
+set +e
+"$Q" generate --model "$TMP/missing" --input "$TMP/mixed.jsonl" --output "$TMP/fatal.out" \
+    2>"$TMP/fatal.err"
+rc=$?
+set -e
+[ $rc -eq 1 ] || fail "a missing model exits $rc, expected 1"
+[ ! -e "$TMP/fatal.out" ] || fail "a fatal error left an output file"
+grep -q "missing/config.json" "$TMP/fatal.err" || fail "the fatal error does not name the file"
 
 echo "== 2. n samples per prompt"
 cat >"$TMP/n.jsonl" <<EOF
@@ -154,5 +169,58 @@ while n < 12 and a["output_ids"][n] == b["output_ids"][n]:
     n += 1
 d = max([abs(x - y) for x, y in zip(a["output_logprobs"][:n], b["output_logprobs"][:n])] or [0])
 print(f"fp8: 12 tokens; first {n} equal to fp32 greedy, max |dlogp| fp8 vs fp32 there {d:.2e}")
+EOF
+echo "== 5. text prompts, stop strings, decoded text (Qwen2 tokenizer fixture)"
+FX=${QN_FIXTURES:-$SRC/../shared/fixtures}
+TOKDIR=$FX/qwen2_tokenizer_rtpllm
+[ -f "$TOKDIR/vocab.json" ] || fail "fixture $TOKDIR missing (QN_FIXTURES)"
+$PY - "$SRC/tests/ref/configs/tiny_qwen3_tied.json" "$TMP/qcfg.json" <<'EOF'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["vocab_size"] = 151646  # the Qwen2 fixture: 151643 BPE ids + 3 added tokens
+json.dump(c, open(sys.argv[2], "w"))
+EOF
+"$Q" init-model --config "$TMP/qcfg.json" --out "$TMP/q" --seed 4 --init-std 0.5 >/dev/null
+printf '%s\n' '{"text":"The quick brown fox jumps over the lazy dog.","sampling_params":{"temperature":0,"max_new_tokens":24}}' >"$TMP/t.jsonl"
+"$Q" generate --model "$TMP/q" --tokenizer "$TOKDIR" --input "$TMP/t.jsonl" --output "$TMP/t.out" \
+    --ignore-eos 2>"$TMP/t.err" || { cat "$TMP/t.err"; fail "text prompt run"; }
+# a stop string taken from the middle of the greedy text: the same request with it must stop
+# there, with the text cut where the match begins and the ids a prefix of the first run's
+$PY - "$TMP/t.out" "$TMP/t.jsonl" "$TMP/ts.jsonl" "$TOKDIR" <<'EOF'
+import json, sys
+o = json.loads(open(sys.argv[1]).readline())
+assert len(o["output_ids"]) == 24 and isinstance(o.get("text"), str), o
+text = o["text"]
+assert text.strip() and o["prompt_tokens"] > 5, (text, o["prompt_tokens"])
+# the shortest substring starting in the second half that occurs only once (so the
+# match position is known) and has no U+FFFD (a replaced partial character)
+best = None
+for i in range(len(text) // 2, len(text)):
+    for n in range(2, 8):
+        s = text[i:i + n]
+        if len(s) == n and "\ufffd" not in s and text.find(s) == i:
+            best = (i, s)
+            break
+    if best:
+        break
+assert best, f"no usable stop string in {text!r}"
+r = json.loads(open(sys.argv[2]).readline())
+r["sampling_params"]["stop"] = [best[1]]
+open(sys.argv[3], "w").write(json.dumps(r) + "\n")
+json.dump({"at": best[0], "stop": best[1], "text": text, "ids": o["output_ids"]},
+          open(sys.argv[3] + ".want", "w"))
+print(f"greedy text {text!r}; stop string {best[1]!r} at char {best[0]}")
+EOF
+"$Q" generate --model "$TMP/q" --tokenizer "$TOKDIR" --input "$TMP/ts.jsonl" --output "$TMP/ts.out" \
+    --ignore-eos 2>"$TMP/ts.err" || { cat "$TMP/ts.err"; fail "stop string run"; }
+$PY - "$TMP/ts.out" "$TMP/ts.jsonl.want" <<'EOF'
+import json, sys
+o = json.loads(open(sys.argv[1]).readline())
+w = json.load(open(sys.argv[2]))
+assert o["finish_reason"] == "stop", f"finish {o['finish_reason']}, want stop"
+assert o["text"] == w["text"][:w["at"]], f"text {o['text']!r}, want {w['text'][:w['at']]!r}"
+n = len(o["output_ids"])
+assert 0 < n < 24 and o["output_ids"] == w["ids"][:n], (o["output_ids"], w["ids"])
+print(f"stop string: {n} tokens, text cut at char {w['at']}")
 EOF
 echo "test_generate: OK"

@@ -36,6 +36,11 @@ static void test_fail_message(void **state) {
     qn_status s = qn_fail(QN_ERR_RANGE, "%s: value %d", "x.json", 7);
     assert_int_equal(s, QN_ERR_RANGE);
     assert_string_equal(qn_last_error(), "x.json: value 7");
+    /* wrapping the previous message (it is read while the new one is written) */
+    qn_fail(QN_ERR_IO, "tensor 'w': %s", qn_last_error());
+    assert_string_equal(qn_last_error(), "tensor 'w': x.json: value 7");
+    qn_fail(QN_ERR_IO, "%s (%s)", "ctx", qn_last_error());
+    assert_string_equal(qn_last_error(), "ctx (tensor 'w': x.json: value 7)");
 }
 
 static int g_after_fail;

@@ -1,0 +1,1110 @@
+/* buffer.c — the `quench buffer` service (contract in cli/buffer.h, protocol
+ * and Redis keys in docs/services.md "Buffer").
+ *
+ * One thread, one zmq_poll loop: a DEALER to the router for generation, a
+ * ROUTER (--listen) for trainer ranks, and a socket monitor that tells when
+ * the router connection is up. Rollouts are made one at a time; a rollout is
+ * persisted to Redis (one MSET: the rollout, rollout_next, data_cursor) before
+ * any rank can see it, so a buffer killed at any moment loses at most the
+ * rollout it was making, which a restart regenerates from the same cursor.
+ *
+ * Leaves out: partial rollout, --max-staleness, pluggable filters beyond
+ * nonzero_std, and rollouts larger than one 64 MiB message per rank. */
+#include "cli/buffer.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "cli/buffer_data.h"
+#include "core/log.h"
+#include "core/tokenizer/tokenizer.h"
+#include "net/codec.h"
+#include "net/redis.h"
+#include "net/zchan.h"
+#include "rewards/rewards.h"
+#include "trainer/advantages.h"
+
+#define BLOB_MAGIC "QNRB"
+#define BLOB_VERSION 1u
+#define MAX_SAMPLE_ERRORS 8
+#define MAX_WAITERS 4096
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct slot {
+    uint64_t rid; /* envelope id of the request in flight; 0: not sent */
+    double sent_at;
+    double retry_at; /* when rid == 0: send not before this */
+    uint32_t errors;
+    Quench__Envelope *res; /* the result, once it came */
+} slot;
+
+typedef struct grp {
+    bool active;
+    uint64_t gid; /* draw index of its prompt: the group id */
+    size_t data_index;
+    uint32_t n_done;
+    slot *slots;
+} grp;
+
+typedef struct kept_group {
+    uint8_t *bytes; /* encoded Envelope{Group} */
+    size_t len;
+} kept_group;
+
+typedef struct waiter {
+    uint8_t identity[QN_ZMQ_MAX_IDENTITY + 1];
+    size_t identity_len;
+    uint64_t rid, rollout_id;
+    uint32_t rank, world_size;
+} waiter;
+
+typedef struct stats {
+    double reward_sum, adv_sum;
+    uint64_t samples, truncated, resp_tokens;
+    uint64_t len_min, len_max;
+    uint64_t filtered, reward_dropped, failed, aborted, launched;
+} stats;
+
+typedef struct buf {
+    const qn_buffer_opts *o;
+    qn_bd data;
+    qn_tokenizer *tok;
+    qn_reward *rw;
+    qn_redis *redis;
+    void *ctx, *dealer, *listener, *mon;
+    char identity[128];
+    bool router_up, router_lost;
+    uint32_t unreachable_logs;
+    double next_unreachable_log;
+    uint64_t rid_counter;
+    /* durable state (mirrors Redis) */
+    uint64_t next;   /* rollout being made = rollouts persisted */
+    uint64_t cursor; /* data cursor after the last persisted rollout */
+    uint64_t floor;  /* lowest rollout not acknowledged by every rank */
+    /* the rollout being made */
+    bool making;
+    uint64_t launch_cursor;
+    double started, progress_at;
+    grp *groups;
+    size_t n_groups, cap_groups;
+    kept_group *kept;
+    size_t n_kept;
+    stats st;
+    waiter *waiters;
+    size_t n_waiters;
+    FILE *metrics;
+} buf;
+
+/* ------------------------------------------------------------------ redis */
+
+static qn_status redis_get_u64(buf *b, const char *suffix, uint64_t *out, bool *found) {
+    char key[512];
+    qn_redis_key(b->redis, key, sizeof key, suffix);
+    redisReply *rep = NULL;
+    QN_CHECK(qn_redis_command(b->redis, &rep, "GET %s", key));
+    *found = false;
+    qn_status st = QN_OK;
+    if (rep->type == REDIS_REPLY_STRING) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(rep->str, &end, 10);
+        if (errno || *end || end == rep->str)
+            st = qn_fail(QN_ERR_FORMAT, "redis %s: '%s' is not a number", key, rep->str);
+        *out = v;
+        *found = true;
+    }
+    freeReplyObject(rep);
+    return st;
+}
+
+static qn_status redis_exists(buf *b, uint64_t r, bool *out) {
+    char suffix[64], key[512];
+    snprintf(suffix, sizeof suffix, "rollout:%" PRIu64, r);
+    qn_redis_key(b->redis, key, sizeof key, suffix);
+    redisReply *rep = NULL;
+    QN_CHECK(qn_redis_command(b->redis, &rep, "EXISTS %s", key));
+    *out = rep->type == REDIS_REPLY_INTEGER && rep->integer > 0;
+    freeReplyObject(rep);
+    return QN_OK;
+}
+
+static qn_status load_state(buf *b) {
+    bool f1, f2, f3;
+    uint64_t size = 0;
+    QN_CHECK(redis_get_u64(b, "rollout_next", &b->next, &f1));
+    QN_CHECK(redis_get_u64(b, "data_cursor", &b->cursor, &f2));
+    QN_CHECK(redis_get_u64(b, "data_size", &size, &f3));
+    if (!f1) b->next = 0;
+    if (!f2) b->cursor = 0;
+    if (f3 && size != b->data.n)
+        QN_LOG_WARN(
+            "buffer: %s has %zu usable prompts, the job's data cursor was made with %" PRIu64
+            "; continuing at draw %" PRIu64 " (epochs are counted with the new size)",
+            b->o->prompt_data, b->data.n, size, b->cursor);
+    b->floor = b->next;
+    while (b->floor > 0) {
+        bool ex;
+        QN_CHECK(redis_exists(b, b->floor - 1, &ex));
+        if (!ex) break;
+        b->floor--;
+    }
+    if (f1)
+        QN_LOG_INFO("buffer: resuming job '%s': rollout %" PRIu64 ", data cursor %" PRIu64
+                    " (epoch %" PRIu64 "), rollouts %" PRIu64 "..%" PRIu64 " held for trainers",
+                    b->o->job, b->next, b->cursor, b->cursor / b->data.n, b->floor, b->next);
+    return QN_OK;
+}
+
+/* Writes the finished rollout, rollout_next and data_cursor in one MSET:
+ * all of it is there or none. */
+static qn_status persist(buf *b, const uint8_t *blob, size_t len) {
+    char k_roll[512], k_next[512], k_cur[512], k_size[512], sfx[64];
+    snprintf(sfx, sizeof sfx, "rollout:%" PRIu64, b->next);
+    qn_redis_key(b->redis, k_roll, sizeof k_roll, sfx);
+    qn_redis_key(b->redis, k_next, sizeof k_next, "rollout_next");
+    qn_redis_key(b->redis, k_cur, sizeof k_cur, "data_cursor");
+    qn_redis_key(b->redis, k_size, sizeof k_size, "data_size");
+    char v_next[32], v_cur[32], v_size[32];
+    snprintf(v_next, sizeof v_next, "%" PRIu64, b->next + 1);
+    snprintf(v_cur, sizeof v_cur, "%" PRIu64, b->launch_cursor);
+    snprintf(v_size, sizeof v_size, "%zu", b->data.n);
+    const char *argv[] = {"MSET", k_roll, (const char *)blob, k_next, v_next, k_cur, v_cur,
+                          k_size, v_size};
+    size_t lens[9];
+    for (int i = 0; i < 9; i++)
+        lens[i] = strlen(argv[i]);
+    lens[2] = len;
+    redisReply *rep = NULL;
+    qn_status st = qn_redis_command_argv(b->redis, &rep, 9, argv, lens);
+    if (rep) freeReplyObject(rep);
+    if (st != QN_OK) {
+        char why[512]; /* qn_fail formats into the buffer qn_last_error reads from */
+        snprintf(why, sizeof why, "%s", qn_last_error());
+        return qn_fail(st, "persisting rollout %" PRIu64 ": %s", b->next, why);
+    }
+    return QN_OK;
+}
+
+/* ------------------------------------------------------------------ rollout blobs */
+
+static void put_u32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put_u64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get_u32(const uint8_t *p) {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++)
+        v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+static uint64_t get_u64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+/* Layout: "QNRB" u32 version, u64 data cursor, u32 n groups, then per group
+ * u32 length and an encoded Envelope{Group} (little endian). */
+static qn_status blob_make(buf *b, uint8_t **out, size_t *len) {
+    size_t total = 4 + 4 + 8 + 4;
+    for (size_t i = 0; i < b->n_kept; i++)
+        total += 4 + b->kept[i].len;
+    uint8_t *p = malloc(total);
+    if (!p) return qn_fail(QN_ERR_NOMEM, "rollout %" PRIu64 ": %zu bytes", b->next, total);
+    memcpy(p, BLOB_MAGIC, 4);
+    put_u32(p + 4, BLOB_VERSION);
+    put_u64(p + 8, b->launch_cursor);
+    put_u32(p + 16, (uint32_t)b->n_kept);
+    size_t off = 20;
+    for (size_t i = 0; i < b->n_kept; i++) {
+        put_u32(p + off, (uint32_t)b->kept[i].len);
+        memcpy(p + off + 4, b->kept[i].bytes, b->kept[i].len);
+        off += 4 + b->kept[i].len;
+    }
+    *out = p;
+    *len = total;
+    return QN_OK;
+}
+
+typedef struct parsed_blob {
+    uint64_t cursor;
+    Quench__Envelope **groups;
+    size_t n;
+} parsed_blob;
+
+static void parsed_free(parsed_blob *pb) {
+    for (size_t i = 0; i < pb->n; i++)
+        qn_envelope_free(pb->groups[i]);
+    free(pb->groups);
+    memset(pb, 0, sizeof *pb);
+}
+
+static qn_status blob_parse(const uint8_t *p, size_t len, uint64_t r, parsed_blob *pb) {
+    memset(pb, 0, sizeof *pb);
+    if (len < 20 || memcmp(p, BLOB_MAGIC, 4) != 0 || get_u32(p + 4) != BLOB_VERSION)
+        return qn_fail(QN_ERR_FORMAT, "redis rollout:%" PRIu64 ": not a rollout record", r);
+    pb->cursor = get_u64(p + 8);
+    uint32_t n = get_u32(p + 16);
+    if (n > len / 4) return qn_fail(QN_ERR_FORMAT, "redis rollout:%" PRIu64 ": bad count", r);
+    pb->groups = calloc(n ? n : 1, sizeof *pb->groups);
+    if (!pb->groups) return qn_fail(QN_ERR_NOMEM, "rollout %" PRIu64, r);
+    size_t off = 20;
+    for (uint32_t i = 0; i < n; i++) {
+        if (len - off < 4) goto bad;
+        uint32_t gl = get_u32(p + off);
+        if (len - off - 4 < gl) goto bad;
+        Quench__Envelope *env = NULL;
+        if (qn_envelope_decode(p + off + 4, gl, len, &env) != QN_OK ||
+            env->body_case != QUENCH__ENVELOPE__BODY_GROUP) {
+            qn_envelope_free(env);
+            goto bad;
+        }
+        pb->groups[pb->n++] = env;
+        off += 4 + gl;
+    }
+    return QN_OK;
+bad:
+    parsed_free(pb);
+    return qn_fail(QN_ERR_FORMAT, "redis rollout:%" PRIu64 ": group record damaged", r);
+}
+
+/* ------------------------------------------------------------------ generation */
+
+static void send_sample(buf *b, grp *g, uint32_t k) {
+    const qn_bd_prompt *p = &b->data.v[g->data_index];
+    Quench__SamplingParams sp = QUENCH__SAMPLING_PARAMS__INIT;
+    sp.temperature = (float)b->o->temperature;
+    sp.top_p = (float)b->o->top_p;
+    sp.max_new_tokens = (int32_t)b->o->max_response_len;
+    sp.n = 1;
+    /* seeded by (seed, group, sample): a regenerated rollout asks the same questions */
+    sp.has_seed = true;
+    sp.seed = b->o->rollout_seed * 0x9E3779B97F4A7C15ull ^ (g->gid << 16) ^ k;
+    Quench__GenerateRequest req = QUENCH__GENERATE_REQUEST__INIT;
+    req.group_id = g->gid;
+    req.sample_index = k;
+    req.input_ids = (int32_t *)p->tokens;
+    req.n_input_ids = p->n_tokens;
+    req.params = &sp;
+    req.return_logprob = true;
+    Quench__Envelope env = qn_envelope_generate_request(&req);
+    uint64_t rid = ++b->rid_counter;
+    slot *s = &g->slots[k];
+    if (qn_zsend(b->dealer, NULL, 0, &env, rid, b->identity) != QN_OK) {
+        /* the router is not there yet (queue full): try again shortly */
+        s->rid = 0;
+        s->retry_at = now_s() + 0.5;
+        return;
+    }
+    s->rid = rid;
+    s->sent_at = now_s();
+}
+
+static grp *new_group(buf *b) {
+    for (size_t i = 0; i < b->n_groups; i++)
+        if (!b->groups[i].active) return &b->groups[i];
+    if (b->n_groups == b->cap_groups) {
+        size_t nc = b->cap_groups ? 2 * b->cap_groups : 64;
+        grp *ng = realloc(b->groups, nc * sizeof *ng);
+        if (!ng) return NULL;
+        memset(ng + b->cap_groups, 0, (nc - b->cap_groups) * sizeof *ng);
+        b->groups = ng;
+        b->cap_groups = nc;
+    }
+    return &b->groups[b->n_groups++];
+}
+
+static void group_clear(grp *g, uint32_t n) {
+    if (g->slots)
+        for (uint32_t k = 0; k < n; k++)
+            qn_envelope_free(g->slots[k].res);
+    free(g->slots);
+    memset(g, 0, sizeof *g);
+}
+
+static size_t active_groups(const buf *b) {
+    size_t n = 0;
+    for (size_t i = 0; i < b->n_groups; i++)
+        n += b->groups[i].active;
+    return n;
+}
+
+static qn_status launch(buf *b, uint32_t count) {
+    uint32_t n = b->o->n_samples_per_prompt;
+    for (uint32_t i = 0; i < count; i++) {
+        grp *g = new_group(b);
+        if (!g) return qn_fail(QN_ERR_NOMEM, "buffer: groups");
+        g->slots = calloc(n, sizeof *g->slots);
+        if (!g->slots) return qn_fail(QN_ERR_NOMEM, "buffer: groups");
+        g->active = true;
+        g->gid = b->launch_cursor++;
+        g->data_index = qn_bd_index(&b->data, g->gid);
+        b->st.launched++;
+        if (g->gid % b->data.n == 0 && g->gid > 0)
+            QN_LOG_INFO("buffer: epoch %" PRIu64 " of %s begins", g->gid / b->data.n,
+                        b->o->prompt_data);
+        for (uint32_t k = 0; k < n; k++)
+            send_sample(b, g, k);
+    }
+    return QN_OK;
+}
+
+static void abort_all(buf *b) {
+    uint64_t ids[256];
+    size_t m = 0;
+    for (size_t i = 0; i < b->n_groups; i++) {
+        grp *g = &b->groups[i];
+        if (!g->active) continue;
+        for (uint32_t k = 0; k < b->o->n_samples_per_prompt; k++) {
+            if (g->slots[k].rid && !g->slots[k].res) ids[m++] = g->slots[k].rid;
+            if (m == 256) {
+                Quench__AbortRequest ar = QUENCH__ABORT_REQUEST__INIT;
+                ar.request_ids = ids;
+                ar.n_request_ids = m;
+                Quench__Envelope env = qn_envelope_abort_request(&ar);
+                (void)qn_zsend(b->dealer, NULL, 0, &env, ++b->rid_counter, b->identity);
+                m = 0;
+            }
+        }
+        b->st.aborted++;
+        group_clear(g, b->o->n_samples_per_prompt);
+    }
+    if (m) {
+        Quench__AbortRequest ar = QUENCH__ABORT_REQUEST__INIT;
+        ar.request_ids = ids;
+        ar.n_request_ids = m;
+        Quench__Envelope env = qn_envelope_abort_request(&ar);
+        (void)qn_zsend(b->dealer, NULL, 0, &env, ++b->rid_counter, b->identity);
+    }
+}
+
+static char *ids_text(const int32_t *ids, size_t n) {
+    char *s = malloc(n * 12 + 1);
+    if (!s) return NULL;
+    size_t k = 0;
+    s[0] = '\0';
+    for (size_t i = 0; i < n; i++)
+        k += (size_t)sprintf(s + k, i ? " %d" : "%d", (int)ids[i]);
+    return s;
+}
+
+static const char *finish_str(Quench__FinishReason f) {
+    switch (f) {
+    case QUENCH__FINISH_REASON__FINISH_REASON_STOP:
+        return "stop";
+    case QUENCH__FINISH_REASON__FINISH_REASON_LENGTH:
+        return "length";
+    case QUENCH__FINISH_REASON__FINISH_REASON_ABORT:
+        return "abort";
+    default:
+        return "";
+    }
+}
+
+/* Scores a complete group, computes advantages, filters it, and keeps it
+ * (encoded) when it passes. Returns an error only for fatal conditions. */
+static qn_status group_done(buf *b, grp *g) {
+    uint32_t n = b->o->n_samples_per_prompt;
+    const qn_bd_prompt *p = &b->data.v[g->data_index];
+    qn_reward_sample *rs = calloc(n, sizeof *rs);
+    qn_reward_score *sc = calloc(n, sizeof *sc);
+    char **texts = calloc(n, sizeof *texts);
+    double *rew = calloc(n, sizeof *rew), *adv = calloc(n, sizeof *adv);
+    int64_t *gids = calloc(n, sizeof *gids);
+    Quench__Sample *smp = calloc(n, sizeof *smp);
+    Quench__Sample **smpp = calloc(n, sizeof *smpp);
+    qn_status st = QN_OK;
+    if (!rs || !sc || !texts || !rew || !adv || !gids || !smp || !smpp) {
+        st = qn_fail(QN_ERR_NOMEM, "buffer: scoring group %" PRIu64, g->gid);
+        goto out;
+    }
+    for (uint32_t k = 0; k < n; k++) {
+        const Quench__GenerateResult *r = g->slots[k].res->generate_result;
+        size_t len = 0;
+        if (b->tok) {
+            if (qn_tokenizer_decode(b->tok, r->output_ids, r->n_output_ids, true, &texts[k],
+                                    &len) != QN_OK)
+                texts[k] = NULL;
+        } else {
+            texts[k] = ids_text(r->output_ids, r->n_output_ids);
+        }
+        if (!texts[k]) texts[k] = calloc(1, 1);
+        if (!texts[k]) {
+            st = qn_fail(QN_ERR_NOMEM, "buffer: scoring");
+            goto out;
+        }
+        rs[k] = (qn_reward_sample){.prompt = p->text,
+                                   .prompt_len = strlen(p->text),
+                                   .prompt_ids = p->tokens,
+                                   .n_prompt_ids = p->n_tokens,
+                                   .response = texts[k],
+                                   .response_len = strlen(texts[k]),
+                                   .response_ids = r->output_ids,
+                                   .n_response_ids = r->n_output_ids,
+                                   .label = p->label,
+                                   .metadata_json = p->metadata,
+                                   .finish_reason = finish_str(r->finish_reason),
+                                   .group_index = 0,
+                                   .sample_index = k};
+    }
+    uint32_t gsize = n;
+    bool kept = true;
+    qn_reward_batch batch = {.samples = rs,
+                             .n_samples = n,
+                             .group_sizes = &gsize,
+                             .n_groups = 1,
+                             .scores = sc,
+                             .group_kept = &kept};
+    st = qn_reward_score_batch(b->rw, &batch);
+    if (st != QN_OK) goto out;
+    if (!kept) {
+        b->st.reward_dropped++;
+        QN_LOG_WARN("buffer: group %" PRIu64 " (%s:%ld) dropped: reward failed (%s)", g->gid,
+                    b->o->prompt_data, p->line, sc[0].message[0] ? sc[0].message : "see above");
+        goto out;
+    }
+    bool all_equal = true;
+    for (uint32_t k = 0; k < n; k++) {
+        rew[k] = sc[k].value;
+        gids[k] = 0;
+        if (k && rew[k] != rew[0]) all_equal = false;
+    }
+    if (b->o->filter_nonzero_std && all_equal) {
+        b->st.filtered++;
+        goto out;
+    }
+    st = qn_adv_grpo(rew, gids, n, b->o->normalize_std, adv);
+    if (st != QN_OK) goto out;
+    if (b->n_kept >= b->o->rollout_batch_size) goto out; /* enough already */
+
+    Quench__Prompt pr = QUENCH__PROMPT__INIT;
+    pr.prompt_id = g->data_index;
+    pr.epoch = (uint32_t)(g->gid / b->data.n);
+    pr.tokens = p->tokens;
+    pr.n_tokens = p->n_tokens;
+    pr.text = p->text;
+    pr.label = p->label;
+    pr.metadata_json = p->metadata;
+    for (uint32_t k = 0; k < n; k++) {
+        const Quench__GenerateResult *r = g->slots[k].res->generate_result;
+        quench__sample__init(&smp[k]);
+        smp[k].group_id = g->gid;
+        smp[k].index = k;
+        smp[k].response_tokens = r->output_ids;
+        smp[k].n_response_tokens = r->n_output_ids;
+        smp[k].rollout_logprobs = r->output_logprobs;
+        smp[k].n_rollout_logprobs = r->n_output_logprobs;
+        smp[k].weight_versions = r->weight_versions;
+        smp[k].n_weight_versions = r->n_weight_versions;
+        smp[k].finish_reason = r->finish_reason;
+        smp[k].reward = rew[k];
+        smp[k].advantage = adv[k];
+        smp[k].response_text = texts[k];
+        smp[k].reward_status = (char *)qn_reward_status_str(sc[k].status);
+        smpp[k] = &smp[k];
+        uint64_t len = r->n_output_ids;
+        b->st.reward_sum += rew[k];
+        b->st.adv_sum += adv[k];
+        b->st.resp_tokens += len;
+        if (b->st.samples == 0 || len < b->st.len_min) b->st.len_min = len;
+        if (len > b->st.len_max) b->st.len_max = len;
+        b->st.samples++;
+        if (r->finish_reason == QUENCH__FINISH_REASON__FINISH_REASON_LENGTH) b->st.truncated++;
+    }
+    Quench__Group gr = QUENCH__GROUP__INIT;
+    gr.group_id = g->gid;
+    gr.rollout_id = b->next;
+    gr.prompt = &pr;
+    gr.samples = smpp;
+    gr.n_samples = n;
+    Quench__Envelope env = qn_envelope_group(&gr);
+    kept_group kg = {0};
+    st = qn_envelope_encode_alloc(&env, 0, "buffer", &kg.bytes, &kg.len);
+    if (st != QN_OK) goto out;
+    kept_group *nk = realloc(b->kept, (b->n_kept + 1) * sizeof *nk);
+    if (!nk) {
+        free(kg.bytes);
+        st = qn_fail(QN_ERR_NOMEM, "buffer: keeping group");
+        goto out;
+    }
+    b->kept = nk;
+    b->kept[b->n_kept++] = kg;
+    double t = now_s();
+    if (b->n_kept == 1 || t - b->progress_at >= 5.0) {
+        b->progress_at = t; /* first group, then every 5 s: long rollouts show they move */
+        QN_LOG_INFO("buffer: rollout %" PRIu64 ": %zu/%u groups ready", b->next, b->n_kept,
+                    b->o->rollout_batch_size);
+    }
+out:
+    if (texts)
+        for (uint32_t k = 0; k < n; k++)
+            free(texts[k]);
+    free(rs);
+    free(sc);
+    free(texts);
+    free(rew);
+    free(adv);
+    free(gids);
+    free(smp);
+    free(smpp);
+    group_clear(g, n);
+    return st;
+}
+
+static qn_status on_result(buf *b, Quench__Envelope *env, uint64_t rid) {
+    const Quench__GenerateResult *r = env->generate_result;
+    uint32_t n = b->o->n_samples_per_prompt;
+    grp *g = NULL;
+    for (size_t i = 0; i < b->n_groups && !g; i++)
+        if (b->groups[i].active && b->groups[i].gid == r->group_id) g = &b->groups[i];
+    if (!g || r->sample_index >= n || g->slots[r->sample_index].rid != rid ||
+        g->slots[r->sample_index].res) {
+        qn_envelope_free(env); /* stale: an earlier attempt, an aborted group, a dead buffer's */
+        return QN_OK;
+    }
+    slot *s = &g->slots[r->sample_index];
+    if (r->error && r->error[0]) {
+        s->errors++;
+        s->rid = 0;
+        if (s->errors >= MAX_SAMPLE_ERRORS) {
+            QN_LOG_WARN("buffer: group %" PRIu64 " sample %u refused %u times (last: %s); "
+                        "group dropped",
+                        g->gid, r->sample_index, s->errors, r->error);
+            b->st.failed++;
+            qn_envelope_free(env);
+            group_clear(g, n);
+            return QN_OK;
+        }
+        double delay = 0.1 * (double)(1u << (s->errors < 7 ? s->errors : 7));
+        QN_LOG_WARN("buffer: group %" PRIu64 " sample %u refused (%s); retrying in %.1f s", g->gid,
+                    r->sample_index, r->error, delay);
+        s->retry_at = now_s() + delay;
+        qn_envelope_free(env);
+        return QN_OK;
+    }
+    s->res = env;
+    if (++g->n_done == n) return group_done(b, g);
+    return QN_OK;
+}
+
+/* Sends what is due: samples waiting for a retry, and ones not answered
+ * within --request-timeout-s (or all unanswered ones after the router came
+ * back: it forgot them). */
+static void resend_due(buf *b, bool all) {
+    double t = now_s();
+    for (size_t i = 0; i < b->n_groups; i++) {
+        grp *g = &b->groups[i];
+        if (!g->active) continue;
+        for (uint32_t k = 0; k < b->o->n_samples_per_prompt; k++) {
+            slot *s = &g->slots[k];
+            if (s->res) continue;
+            if (s->rid == 0 && t >= s->retry_at) {
+                send_sample(b, g, k);
+            } else if (s->rid && (all || t - s->sent_at > b->o->request_timeout_s)) {
+                if (!all)
+                    QN_LOG_WARN("buffer: group %" PRIu64 " sample %u: no answer in %.0f s; "
+                                "sending it again",
+                                g->gid, k, t - s->sent_at);
+                send_sample(b, g, k);
+            }
+        }
+    }
+}
+
+static void emit_metrics(buf *b, double secs) {
+    cJSON *j = cJSON_CreateObject();
+    const stats *s = &b->st;
+    double ns = s->samples ? (double)s->samples : 1.0;
+    cJSON_AddNumberToObject(j, "rollout_id", (double)b->next);
+    cJSON_AddNumberToObject(j, "rollout/raw_reward", s->reward_sum / ns);
+    cJSON_AddNumberToObject(j, "rollout/advantages", s->adv_sum / ns);
+    cJSON_AddNumberToObject(j, "rollout/response_len/mean", (double)s->resp_tokens / ns);
+    cJSON_AddNumberToObject(j, "rollout/response_len/max", (double)s->len_max);
+    cJSON_AddNumberToObject(j, "rollout/response_len/min", (double)s->len_min);
+    cJSON_AddNumberToObject(j, "rollout/truncated_ratio", (double)s->truncated / ns);
+    cJSON_AddNumberToObject(j, "rollout/samples", (double)s->samples);
+    cJSON_AddNumberToObject(j, "rollout/sampled_groups", (double)s->launched);
+    cJSON_AddNumberToObject(j, "rollout/dynamic_filter/dropped_groups", (double)s->filtered);
+    cJSON_AddNumberToObject(j, "rollout/reward_failed_groups", (double)s->reward_dropped);
+    cJSON_AddNumberToObject(j, "rollout/generate_failed_groups", (double)s->failed);
+    cJSON_AddNumberToObject(j, "rollout/aborted_groups", (double)s->aborted);
+    cJSON_AddNumberToObject(j, "rollout/data_cursor", (double)b->launch_cursor);
+    cJSON_AddNumberToObject(j, "rollout/epoch", (double)(b->launch_cursor / b->data.n));
+    cJSON_AddNumberToObject(j, "perf/rollout_time", secs);
+    cJSON_AddNumberToObject(j, "perf/rollout_tokens_per_s",
+                            secs > 0 ? (double)s->resp_tokens / secs : 0.0);
+    char *txt = cJSON_PrintUnformatted(j);
+    if (txt) {
+        FILE *f = b->metrics ? b->metrics : stderr;
+        fprintf(f, "%s\n", txt);
+        fflush(f);
+    }
+    free(txt);
+    cJSON_Delete(j);
+}
+
+/* ------------------------------------------------------------------ trainers */
+
+static void send_error(buf *b, const uint8_t *id, size_t idlen, uint64_t rid, qn_status code,
+                       const char *msg) {
+    Quench__Error e = QUENCH__ERROR__INIT;
+    e.status = code;
+    e.message = (char *)msg;
+    Quench__Envelope env = qn_envelope_error(&e);
+    if (qn_zsend(b->listener, id, idlen, &env, rid, "buffer") != QN_OK)
+        QN_LOG_WARN("buffer: answering a trainer: %s", qn_last_error());
+}
+
+static qn_status redis_hset_world(buf *b, uint64_t r, uint32_t world) {
+    char sfx[64], key[512];
+    snprintf(sfx, sizeof sfx, "acks:%" PRIu64, r);
+    qn_redis_key(b->redis, key, sizeof key, sfx);
+    return qn_redis_command(b->redis, NULL, "HSET %s world %u", key, world);
+}
+
+/* Answers one rank's request for a persisted rollout, from Redis. */
+static qn_status serve(buf *b, const waiter *w) {
+    char sfx[64], key[512];
+    snprintf(sfx, sizeof sfx, "rollout:%" PRIu64, w->rollout_id);
+    qn_redis_key(b->redis, key, sizeof key, sfx);
+    redisReply *rep = NULL;
+    QN_CHECK(qn_redis_command(b->redis, &rep, "GET %s", key));
+    if (rep->type != REDIS_REPLY_STRING) {
+        freeReplyObject(rep);
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "rollout %" PRIu64 " is no longer held: every rank acknowledged it",
+                 w->rollout_id);
+        send_error(b, w->identity, w->identity_len, w->rid, QN_ERR_NOT_FOUND, msg);
+        return QN_OK;
+    }
+    parsed_blob pb;
+    qn_status st = blob_parse((const uint8_t *)rep->str, rep->len, w->rollout_id, &pb);
+    freeReplyObject(rep);
+    if (st != QN_OK) {
+        QN_LOG_ERROR("buffer: %s", qn_last_error());
+        send_error(b, w->identity, w->identity_len, w->rid, st, qn_last_error());
+        return QN_OK;
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < pb.n; i++)
+        total += pb.groups[i]->group->n_samples;
+    /* contiguous shares in group order: rank k gets [k*T/W, (k+1)*T/W) */
+    size_t lo = (size_t)((uint64_t)total * w->rank / w->world_size);
+    size_t hi = (size_t)((uint64_t)total * (w->rank + 1) / w->world_size);
+    size_t m = hi - lo;
+    Quench__TrainSample *ts = calloc(m ? m : 1, sizeof *ts);
+    Quench__TrainSample **tsp = calloc(m ? m : 1, sizeof *tsp);
+    int32_t **toks = calloc(m ? m : 1, sizeof *toks);
+    if (!ts || !tsp || !toks) {
+        st = qn_fail(QN_ERR_NOMEM, "buffer: serving rollout %" PRIu64, w->rollout_id);
+        goto out;
+    }
+    size_t idx = 0, j = 0;
+    for (size_t i = 0; i < pb.n; i++) {
+        const Quench__Group *gr = pb.groups[i]->group;
+        for (size_t k = 0; k < gr->n_samples; k++, idx++) {
+            if (idx < lo || idx >= hi) continue;
+            const Quench__Sample *s = gr->samples[k];
+            size_t np = gr->prompt->n_tokens, nr = s->n_response_tokens;
+            toks[j] = malloc((np + nr) * sizeof **toks);
+            if (!toks[j]) {
+                st = qn_fail(QN_ERR_NOMEM, "buffer: serving");
+                goto out;
+            }
+            memcpy(toks[j], gr->prompt->tokens, np * sizeof **toks);
+            if (nr) memcpy(toks[j] + np, s->response_tokens, nr * sizeof **toks);
+            quench__train_sample__init(&ts[j]);
+            ts[j].tokens = toks[j];
+            ts[j].n_tokens = np + nr;
+            ts[j].response_start = (uint32_t)np;
+            ts[j].group_id = s->group_id;
+            ts[j].reward = s->reward;
+            ts[j].advantage = s->advantage;
+            if (s->n_rollout_logprobs == nr) {
+                ts[j].rollout_logprobs = s->rollout_logprobs;
+                ts[j].n_rollout_logprobs = s->n_rollout_logprobs;
+            }
+            tsp[j] = &ts[j];
+            j++;
+        }
+    }
+    Quench__TrainBatch tb = QUENCH__TRAIN_BATCH__INIT;
+    tb.rollout_id = w->rollout_id;
+    tb.rank = w->rank;
+    tb.world_size = w->world_size;
+    tb.samples = tsp;
+    tb.n_samples = m;
+    tb.data_cursor = pb.cursor;
+    Quench__Envelope env = qn_envelope_train_batch(&tb);
+    st = redis_hset_world(b, w->rollout_id, w->world_size);
+    if (st != QN_OK) goto out;
+    if (qn_zsend(b->listener, w->identity, w->identity_len, &env, w->rid, "buffer") != QN_OK)
+        QN_LOG_WARN("buffer: sending rollout %" PRIu64 " to rank %u: %s", w->rollout_id, w->rank,
+                    qn_last_error());
+out:
+    if (toks)
+        for (size_t i = 0; i < m; i++)
+            free(toks[i]);
+    free(toks);
+    free(ts);
+    free(tsp);
+    parsed_free(&pb);
+    return st;
+}
+
+static qn_status on_ack(buf *b, const qn_zmsg *msg) {
+    const Quench__TrainBatchAck *a = msg->env->train_batch_ack;
+    char sfx[64], k_acks[512], k_roll[512];
+    snprintf(sfx, sizeof sfx, "acks:%" PRIu64, a->rollout_id);
+    qn_redis_key(b->redis, k_acks, sizeof k_acks, sfx);
+    snprintf(sfx, sizeof sfx, "rollout:%" PRIu64, a->rollout_id);
+    qn_redis_key(b->redis, k_roll, sizeof k_roll, sfx);
+    QN_CHECK(qn_redis_command(b->redis, NULL, "HSET %s rank:%u %" PRIu64, k_acks, a->rank,
+                              a->checkpoint_step));
+    redisReply *rep = NULL;
+    QN_CHECK(qn_redis_command(b->redis, &rep, "HGETALL %s", k_acks));
+    uint64_t world = 0, ranks = 0;
+    if (rep->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+            const char *f = rep->element[i]->str;
+            if (!f) continue;
+            if (strcmp(f, "world") == 0 && rep->element[i + 1]->str)
+                world = strtoull(rep->element[i + 1]->str, NULL, 10);
+            else if (strncmp(f, "rank:", 5) == 0)
+                ranks++;
+        }
+    freeReplyObject(rep);
+    QN_LOG_INFO("buffer: rollout %" PRIu64 ": rank %u acknowledged (step %" PRIu64 "; %" PRIu64
+                "/%" PRIu64 " ranks)",
+                a->rollout_id, a->rank, a->checkpoint_step, ranks, world);
+    if (world > 0 && ranks >= world) {
+        QN_CHECK(qn_redis_command(b->redis, NULL, "DEL %s %s", k_roll, k_acks));
+        while (b->floor < b->next) {
+            bool ex;
+            QN_CHECK(redis_exists(b, b->floor, &ex));
+            if (ex) break;
+            b->floor++;
+        }
+    }
+    /* confirm: the ack is recorded */
+    Quench__TrainBatchAck echo = *a;
+    Quench__Envelope env = qn_envelope_train_batch_ack(&echo);
+    (void)qn_zsend(b->listener, msg->identity, msg->identity_len, &env, msg->env->request_id,
+                   "buffer");
+    return QN_OK;
+}
+
+static qn_status on_trainer(buf *b, const qn_zmsg *msg) {
+    const Quench__Envelope *env = msg->env;
+    if (env->body_case == QUENCH__ENVELOPE__BODY_TRAIN_BATCH_ACK) return on_ack(b, msg);
+    if (env->body_case != QUENCH__ENVELOPE__BODY_TRAIN_BATCH_REQUEST) {
+        char m[128];
+        snprintf(m, sizeof m, "the buffer takes TrainBatchRequest and TrainBatchAck, not %s",
+                 qn_envelope_body_name(env->body_case));
+        send_error(b, msg->identity, msg->identity_len, env->request_id, QN_ERR_UNSUPPORTED, m);
+        return QN_OK;
+    }
+    const Quench__TrainBatchRequest *q = env->train_batch_request;
+    waiter w = {.identity_len = msg->identity_len,
+                .rid = env->request_id,
+                .rollout_id = q->rollout_id,
+                .rank = q->rank,
+                .world_size = q->world_size};
+    memcpy(w.identity, msg->identity, msg->identity_len);
+    if (q->rollout_id < b->next) return serve(b, &w);
+    if (b->o->num_rollout && q->rollout_id >= b->o->num_rollout) {
+        char m[160];
+        snprintf(m, sizeof m, "rollout %" PRIu64 " will not be made (--num-rollout %" PRIu64 ")",
+                 q->rollout_id, b->o->num_rollout);
+        send_error(b, msg->identity, msg->identity_len, env->request_id, QN_ERR_RANGE, m);
+        return QN_OK;
+    }
+    if (b->n_waiters >= MAX_WAITERS) {
+        send_error(b, msg->identity, msg->identity_len, env->request_id, QN_ERR_TOO_LARGE,
+                   "too many trainer requests waiting");
+        return QN_OK;
+    }
+    b->waiters[b->n_waiters++] = w;
+    return QN_OK;
+}
+
+static qn_status answer_waiters(buf *b) {
+    size_t j = 0;
+    for (size_t i = 0; i < b->n_waiters; i++) {
+        if (b->waiters[i].rollout_id < b->next)
+            QN_CHECK(serve(b, &b->waiters[i]));
+        else
+            b->waiters[j++] = b->waiters[i];
+    }
+    b->n_waiters = j;
+    return QN_OK;
+}
+
+/* ------------------------------------------------------------------ the loop */
+
+static qn_status finish_rollout(buf *b) {
+    abort_all(b);
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    QN_CHECK(blob_make(b, &blob, &len));
+    qn_status st = persist(b, blob, len);
+    free(blob);
+    if (st != QN_OK) return st;
+    double secs = now_s() - b->started;
+    QN_LOG_INFO("buffer: rollout %" PRIu64 " persisted: %zu groups, data cursor %" PRIu64
+                ", %.2f s",
+                b->next, b->n_kept, b->launch_cursor, secs);
+    emit_metrics(b, secs);
+    for (size_t i = 0; i < b->n_kept; i++)
+        free(b->kept[i].bytes);
+    b->n_kept = 0;
+    b->cursor = b->launch_cursor;
+    b->next++;
+    b->making = false;
+    return answer_waiters(b);
+}
+
+static void start_rollout(buf *b) {
+    b->making = true;
+    b->launch_cursor = b->cursor;
+    b->started = now_s();
+    memset(&b->st, 0, sizeof b->st);
+    QN_LOG_INFO("buffer: rollout %" PRIu64 ": generating from data cursor %" PRIu64, b->next,
+                b->cursor);
+}
+
+static void on_monitor(buf *b) {
+    zmq_msg_t m1, m2;
+    zmq_msg_init(&m1);
+    zmq_msg_init(&m2);
+    if (zmq_msg_recv(&m1, b->mon, ZMQ_DONTWAIT) < 0) goto done;
+    if (zmq_msg_more(&m1)) zmq_msg_recv(&m2, b->mon, 0);
+    if (zmq_msg_size(&m1) < 6) goto done;
+    uint16_t ev;
+    memcpy(&ev, zmq_msg_data(&m1), 2);
+    double t = now_s();
+    if (ev == ZMQ_EVENT_CONNECTED) {
+        bool was_down = !b->router_up && b->unreachable_logs > 0;
+        b->router_up = true;
+        b->unreachable_logs = 0;
+        if (was_down) QN_LOG_INFO("buffer: router %s reachable", b->o->router);
+        /* after a lost connection the router may have restarted and forgotten what was
+         * in flight; requests queued before the first connection are still delivered */
+        if (b->router_lost && b->making) resend_due(b, true);
+        b->router_lost = false;
+    } else if (ev == ZMQ_EVENT_DISCONNECTED) {
+        b->router_up = false;
+        b->router_lost = true;
+        b->unreachable_logs = 1;
+        b->next_unreachable_log = t + 1.0;
+        QN_LOG_WARN("buffer: router %s: connection lost; reconnecting (requests in flight will "
+                    "be sent again)",
+                    b->o->router);
+    } else if (ev == ZMQ_EVENT_CONNECT_RETRIED && !b->router_up && t >= b->next_unreachable_log) {
+        /* log with backoff: 1 s, 2 s, 4 s ... 60 s apart */
+        double gap = 1.0 * (double)(1u << (b->unreachable_logs < 6 ? b->unreachable_logs : 6));
+        b->unreachable_logs++;
+        b->next_unreachable_log = t + gap;
+        QN_LOG_WARN("buffer: router %s unreachable; retrying (next message in %.0f s)",
+                    b->o->router, gap);
+    }
+done:
+    zmq_msg_close(&m1);
+    zmq_msg_close(&m2);
+}
+
+static qn_status write_port_file(buf *b) {
+    if (!b->o->port_file) return QN_OK;
+    char ep[256], tmp[1024];
+    QN_CHECK(qn_zsock_endpoint(b->listener, ep, sizeof ep));
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", b->o->port_file, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) return qn_fail(QN_ERR_IO, "%s: %s", tmp, strerror(errno));
+    fprintf(f, "zmq=%s\n", ep);
+    if (fclose(f) != 0 || rename(tmp, b->o->port_file) != 0)
+        return qn_fail(QN_ERR_IO, "%s: %s", b->o->port_file, strerror(errno));
+    return QN_OK;
+}
+
+static qn_status setup(buf *b) {
+    const qn_buffer_opts *o = b->o;
+    if (o->tokenizer_dir) QN_CHECK(qn_tokenizer_load(o->tokenizer_dir, &b->tok));
+    if (o->apply_chat_template && !b->tok)
+        return qn_fail(QN_ERR_INVALID, "--apply-chat-template needs --tokenizer");
+    qn_bd_opts dopts = {.path = o->prompt_data,
+                        .input_key = o->input_key,
+                        .label_key = o->label_key,
+                        .metadata_key = o->metadata_key,
+                        .apply_chat_template = o->apply_chat_template,
+                        .tok = b->tok,
+                        .skip_bad = o->skip_bad_data,
+                        .shuffle = o->rollout_shuffle,
+                        .seed = o->rollout_seed};
+    QN_CHECK(qn_bd_load(&b->data, &dopts));
+    QN_LOG_INFO("buffer: %s: %zu prompts (%zu bad lines skipped)", o->prompt_data, b->data.n,
+                b->data.n_bad);
+    qn_reward_config rc = qn_reward_config_default();
+    rc.rm_type = o->reward;
+    rc.failure = QN_REWARD_FAILURE_DROP;
+    rc.timeout_s = o->reward_timeout_s;
+    rc.n_workers = (int32_t)o->reward_workers;
+    QN_CHECK(qn_reward_isolation_parse(o->reward_isolation, &rc.isolation));
+    QN_CHECK(qn_reward_init(&b->rw, &rc));
+    /* Redis errors name the URL already ("Redis unix:///...: cannot connect: ...") */
+    QN_CHECK(qn_redis_connect(o->redis_url, o->job, 5000, &b->redis));
+    QN_CHECK(load_state(b));
+    if (o->metrics_file) {
+        b->metrics = fopen(o->metrics_file, "a");
+        if (!b->metrics) return qn_fail(QN_ERR_IO, "%s: %s", o->metrics_file, strerror(errno));
+    }
+    b->waiters = calloc(MAX_WAITERS, sizeof *b->waiters);
+    if (!b->waiters) return qn_fail(QN_ERR_NOMEM, "buffer");
+    b->ctx = zmq_ctx_new();
+    if (!b->ctx) return qn_fail(QN_ERR_NET, "zmq_ctx_new: %s", zmq_strerror(errno));
+    snprintf(b->identity, sizeof b->identity, "buffer-%s-%d", o->job, (int)getpid());
+    QN_CHECK(qn_zsock_open(b->ctx, ZMQ_ROUTER, o->listen, true, NULL, &b->listener));
+    QN_CHECK(qn_zsock_open(b->ctx, ZMQ_DEALER, o->router, false, b->identity, &b->dealer));
+    char mon_ep[64];
+    snprintf(mon_ep, sizeof mon_ep, "inproc://qn-buffer-monitor");
+    if (zmq_socket_monitor(b->dealer, mon_ep,
+                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED |
+                               ZMQ_EVENT_CONNECT_RETRIED) != 0)
+        return qn_fail(QN_ERR_NET, "zmq_socket_monitor: %s", zmq_strerror(errno));
+    b->mon = zmq_socket(b->ctx, ZMQ_PAIR);
+    if (!b->mon || zmq_connect(b->mon, mon_ep) != 0)
+        return qn_fail(QN_ERR_NET, "monitor socket: %s", zmq_strerror(errno));
+    return write_port_file(b);
+}
+
+static void teardown(buf *b) {
+    if (b->groups)
+        for (size_t i = 0; i < b->n_groups; i++)
+            if (b->groups[i].active) group_clear(&b->groups[i], b->o->n_samples_per_prompt);
+    free(b->groups);
+    for (size_t i = 0; i < b->n_kept; i++)
+        free(b->kept[i].bytes);
+    free(b->kept);
+    free(b->waiters);
+    if (b->dealer) zmq_socket_monitor(b->dealer, NULL, 0);
+    if (b->mon) zmq_close(b->mon);
+    qn_zsock_close(b->dealer);
+    qn_zsock_close(b->listener);
+    if (b->ctx) zmq_ctx_term(b->ctx);
+    if (b->metrics) fclose(b->metrics);
+    qn_redis_free(b->redis);
+    qn_reward_free(b->rw);
+    qn_bd_free(&b->data);
+    qn_tokenizer_free(b->tok);
+}
+
+static bool may_start(const buf *b) {
+    if (b->o->num_rollout && b->next >= b->o->num_rollout) return false;
+    if (b->o->max_rollouts_ahead && b->next >= b->floor + b->o->max_rollouts_ahead) return false;
+    return true;
+}
+
+static qn_status step(buf *b) {
+    if (!b->making && may_start(b)) start_rollout(b);
+    if (b->making) {
+        /* keep enough groups going that the batch can still fill */
+        while (b->n_kept + active_groups(b) < b->o->rollout_batch_size)
+            QN_CHECK(launch(b, b->o->over_sampling_batch_size));
+        resend_due(b, false);
+    }
+    zmq_pollitem_t items[3] = {
+        {b->dealer, 0, ZMQ_POLLIN, 0}, {b->listener, 0, ZMQ_POLLIN, 0}, {b->mon, 0, ZMQ_POLLIN, 0}};
+    if (zmq_poll(items, 3, 100) < 0) {
+        if (errno == EINTR) return QN_OK;
+        return qn_fail(QN_ERR_NET, "zmq_poll: %s", zmq_strerror(errno));
+    }
+    if (items[2].revents & ZMQ_POLLIN) on_monitor(b);
+    for (int i = 0; i < 256 && (items[0].revents & ZMQ_POLLIN); i++) {
+        qn_zmsg m = {0};
+        qn_status st = qn_zrecv(b->dealer, false, 0, &m);
+        if (st == QN_ERR_TIMEOUT) break;
+        if (st != QN_OK) {
+            QN_LOG_WARN("buffer: bad message from the router: %s", qn_last_error());
+            continue;
+        }
+        Quench__Envelope *env = m.env;
+        m.env = NULL;
+        if (env->body_case == QUENCH__ENVELOPE__BODY_GENERATE_RESULT && b->making) {
+            QN_CHECK(on_result(b, env, env->request_id));
+        } else {
+            if (env->body_case == QUENCH__ENVELOPE__BODY_ERROR)
+                QN_LOG_WARN("buffer: router: %s", env->error->message);
+            qn_envelope_free(env);
+        }
+        if (b->making && b->n_kept >= b->o->rollout_batch_size) QN_CHECK(finish_rollout(b));
+    }
+    for (int i = 0; i < 64 && (items[1].revents & ZMQ_POLLIN); i++) {
+        qn_zmsg m = {0};
+        qn_status st = qn_zrecv(b->listener, true, 0, &m);
+        if (st == QN_ERR_TIMEOUT) break;
+        if (st != QN_OK) {
+            QN_LOG_WARN("buffer: bad message from trainer '%s': %s", (char *)m.identity,
+                        qn_last_error());
+            continue;
+        }
+        st = on_trainer(b, &m);
+        qn_zmsg_clear(&m);
+        QN_CHECK(st);
+    }
+    return QN_OK;
+}
+
+qn_status qn_buffer_run(const qn_buffer_opts *o) {
+    buf b;
+    memset(&b, 0, sizeof b);
+    b.o = o;
+    g_stop = 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    qn_status st = setup(&b);
+    if (st == QN_OK)
+        QN_LOG_INFO("buffer: job '%s', router %s, trainers at %s, %u groups x %u samples per "
+                    "rollout",
+                    o->job, o->router, o->listen, o->rollout_batch_size, o->n_samples_per_prompt);
+    while (st == QN_OK && !g_stop) {
+        st = step(&b);
+        if (o->num_rollout && b.floor >= o->num_rollout) {
+            QN_LOG_INFO("buffer: %" PRIu64 " rollouts made and acknowledged; exiting",
+                        o->num_rollout);
+            break;
+        }
+    }
+    if (st == QN_OK && g_stop)
+        QN_LOG_INFO("buffer: stopping; rollout %" PRIu64 " will be regenerated on restart", b.next);
+    teardown(&b);
+    return st;
+}
