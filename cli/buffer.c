@@ -8,8 +8,15 @@
  * any rank can see it, so a buffer killed at any moment loses at most the
  * rollout it was making, which a restart regenerates from the same cursor.
  *
- * Leaves out: partial rollout, --max-staleness, pluggable filters beyond
- * nonzero_std, and rollouts larger than one 64 MiB message per rank. */
+ * With --partial-rollout the end of a rollout waits (at most DRAIN_S) for the
+ * answers to its aborts, and the groups still unfinished go, with the tokens
+ * their samples had, into the key `partial` written by the same MSET; the
+ * next rollout continues them first (GenerateRequest.prefix_output_ids).
+ * With --max-staleness K a complete group is checked against the job's
+ * weight_version (read from Redis at most every VERSION_POLL_S).
+ *
+ * Leaves out: pluggable filters beyond nonzero_std, and rollouts larger than
+ * one 64 MiB message per rank. */
 #include "cli/buffer.h"
 
 #include <cjson/cJSON.h>
@@ -37,6 +44,8 @@
 #define BLOB_VERSION 1u
 #define MAX_SAMPLE_ERRORS 8
 #define MAX_WAITERS 4096
+#define DRAIN_S 5.0
+#define VERSION_POLL_S 0.5
 
 static volatile sig_atomic_t g_stop;
 
@@ -56,7 +65,8 @@ typedef struct slot {
     double sent_at;
     double retry_at; /* when rid == 0: send not before this */
     uint32_t errors;
-    Quench__Envelope *res; /* the result, once it came */
+    Quench__Envelope *res;    /* the result, once it came */
+    Quench__Envelope *prefix; /* partial rollout: the GenerateResult being continued */
 } slot;
 
 typedef struct grp {
@@ -84,6 +94,7 @@ typedef struct stats {
     uint64_t samples, truncated, resp_tokens;
     uint64_t len_min, len_max;
     uint64_t filtered, reward_dropped, failed, aborted, launched;
+    uint64_t stale, carried, continued;
 } stats;
 
 typedef struct buf {
@@ -110,6 +121,17 @@ typedef struct buf {
     size_t n_groups, cap_groups;
     kept_group *kept;
     size_t n_kept;
+    /* partial rollout: unfinished groups (encoded Envelope{Group}) for the next rollout */
+    kept_group *carry;
+    size_t n_carry;
+    bool draining; /* aborts sent, waiting for their answers */
+    double drain_until;
+    /* --max-staleness: the job's weight version, cached */
+    uint64_t cur_version;
+    bool have_version;
+    double version_at, stale_log_at;
+    uint64_t bad_msgs;
+    double bad_log_at;
     stats st;
     waiter *waiters;
     size_t n_waiters;
@@ -176,10 +198,12 @@ static qn_status load_state(buf *b) {
     return QN_OK;
 }
 
-/* Writes the finished rollout, rollout_next and data_cursor in one MSET:
- * all of it is there or none. */
-static qn_status persist(buf *b, const uint8_t *blob, size_t len) {
-    char k_roll[512], k_next[512], k_cur[512], k_size[512], sfx[64];
+/* Writes the finished rollout, rollout_next and data_cursor (and with
+ * --partial-rollout the unfinished groups) in one MSET: all of it is there or
+ * none. */
+static qn_status persist(buf *b, const uint8_t *blob, size_t len, const uint8_t *pblob,
+                         size_t plen) {
+    char k_roll[512], k_next[512], k_cur[512], k_size[512], k_part[512], sfx[64];
     snprintf(sfx, sizeof sfx, "rollout:%" PRIu64, b->next);
     qn_redis_key(b->redis, k_roll, sizeof k_roll, sfx);
     qn_redis_key(b->redis, k_next, sizeof k_next, "rollout_next");
@@ -189,14 +213,17 @@ static qn_status persist(buf *b, const uint8_t *blob, size_t len) {
     snprintf(v_next, sizeof v_next, "%" PRIu64, b->next + 1);
     snprintf(v_cur, sizeof v_cur, "%" PRIu64, b->launch_cursor);
     snprintf(v_size, sizeof v_size, "%zu", b->data.n);
-    const char *argv[] = {"MSET", k_roll, (const char *)blob, k_next, v_next, k_cur, v_cur,
-                          k_size, v_size};
-    size_t lens[9];
+    qn_redis_key(b->redis, k_part, sizeof k_part, "partial");
+    const char *argv[] = {"MSET", k_roll, (const char *)blob, k_next, v_next, k_cur, v_cur, k_size,
+                          v_size, k_part, (const char *)pblob};
+    size_t lens[11];
     for (int i = 0; i < 9; i++)
         lens[i] = strlen(argv[i]);
     lens[2] = len;
+    lens[9] = strlen(k_part);
+    lens[10] = plen;
     redisReply *rep = NULL;
-    qn_status st = qn_redis_command_argv(b->redis, &rep, 9, argv, lens);
+    qn_status st = qn_redis_command_argv(b->redis, &rep, pblob ? 11 : 9, argv, lens);
     if (rep) freeReplyObject(rep);
     if (st != QN_OK) {
         char why[512]; /* qn_fail formats into the buffer qn_last_error reads from */
@@ -231,21 +258,21 @@ static uint64_t get_u64(const uint8_t *p) {
 
 /* Layout: "QNRB" u32 version, u64 data cursor, u32 n groups, then per group
  * u32 length and an encoded Envelope{Group} (little endian). */
-static qn_status blob_make(buf *b, uint8_t **out, size_t *len) {
+static qn_status blob_make(buf *b, const kept_group *v, size_t n, uint8_t **out, size_t *len) {
     size_t total = 4 + 4 + 8 + 4;
-    for (size_t i = 0; i < b->n_kept; i++)
-        total += 4 + b->kept[i].len;
+    for (size_t i = 0; i < n; i++)
+        total += 4 + v[i].len;
     uint8_t *p = malloc(total);
     if (!p) return qn_fail(QN_ERR_NOMEM, "rollout %" PRIu64 ": %zu bytes", b->next, total);
     memcpy(p, BLOB_MAGIC, 4);
     put_u32(p + 4, BLOB_VERSION);
     put_u64(p + 8, b->launch_cursor);
-    put_u32(p + 16, (uint32_t)b->n_kept);
+    put_u32(p + 16, (uint32_t)n);
     size_t off = 20;
-    for (size_t i = 0; i < b->n_kept; i++) {
-        put_u32(p + off, (uint32_t)b->kept[i].len);
-        memcpy(p + off + 4, b->kept[i].bytes, b->kept[i].len);
-        off += 4 + b->kept[i].len;
+    for (size_t i = 0; i < n; i++) {
+        put_u32(p + off, (uint32_t)v[i].len);
+        memcpy(p + off + 4, v[i].bytes, v[i].len);
+        off += 4 + v[i].len;
     }
     *out = p;
     *len = total;
@@ -294,6 +321,43 @@ bad:
     return qn_fail(QN_ERR_FORMAT, "redis rollout:%" PRIu64 ": group record damaged", r);
 }
 
+static void carry_free(buf *b) {
+    for (size_t i = 0; i < b->n_carry; i++)
+        free(b->carry[i].bytes);
+    free(b->carry);
+    b->carry = NULL;
+    b->n_carry = 0;
+}
+
+/* --partial-rollout: the unfinished groups persisted with the last rollout,
+ * continued first by the rollout being made. */
+static qn_status load_partial(buf *b) {
+    char key[512];
+    qn_redis_key(b->redis, key, sizeof key, "partial");
+    redisReply *rep = NULL;
+    QN_CHECK(qn_redis_command(b->redis, &rep, "GET %s", key));
+    if (rep->type != REDIS_REPLY_STRING) {
+        freeReplyObject(rep);
+        return QN_OK;
+    }
+    parsed_blob pb;
+    qn_status st = blob_parse((const uint8_t *)rep->str, rep->len, b->next, &pb);
+    freeReplyObject(rep);
+    if (st != QN_OK) return qn_fail(st, "redis %s: not a partial rollout record", key);
+    b->carry = calloc(pb.n ? pb.n : 1, sizeof *b->carry);
+    if (!b->carry) st = qn_fail(QN_ERR_NOMEM, "buffer: partial groups");
+    for (size_t i = 0; st == QN_OK && i < pb.n; i++) {
+        st = qn_envelope_encode_alloc(pb.groups[i], 0, "buffer", &b->carry[i].bytes,
+                                      &b->carry[i].len);
+        if (st == QN_OK) b->n_carry++;
+    }
+    if (st == QN_OK && pb.n)
+        QN_LOG_INFO("buffer: %zu unfinished groups of the last rollout will be continued",
+                    b->n_carry);
+    parsed_free(&pb);
+    return st;
+}
+
 /* ------------------------------------------------------------------ generation */
 
 static void send_sample(buf *b, grp *g, uint32_t k) {
@@ -313,6 +377,21 @@ static void send_sample(buf *b, grp *g, uint32_t k) {
     req.n_input_ids = p->n_tokens;
     req.params = &sp;
     req.return_logprob = true;
+    if (g->slots[k].prefix) {
+        /* continuation: the engine appends the prefix to the prompt and counts it against
+         * max_new_tokens, so the request's budget stays the rollout's */
+        const Quench__GenerateResult *pr = g->slots[k].prefix->generate_result;
+        req.prefix_output_ids = pr->output_ids;
+        req.n_prefix_output_ids = pr->n_output_ids;
+        if (pr->n_output_logprobs == pr->n_output_ids) {
+            req.prefix_output_logprobs = pr->output_logprobs;
+            req.n_prefix_output_logprobs = pr->n_output_logprobs;
+        }
+        if (pr->n_weight_versions == pr->n_output_ids) {
+            req.prefix_weight_versions = pr->weight_versions;
+            req.n_prefix_weight_versions = pr->n_weight_versions;
+        }
+    }
     Quench__Envelope env = qn_envelope_generate_request(&req);
     uint64_t rid = ++b->rid_counter;
     slot *s = &g->slots[k];
@@ -342,8 +421,10 @@ static grp *new_group(buf *b) {
 
 static void group_clear(grp *g, uint32_t n) {
     if (g->slots)
-        for (uint32_t k = 0; k < n; k++)
+        for (uint32_t k = 0; k < n; k++) {
             qn_envelope_free(g->slots[k].res);
+            qn_envelope_free(g->slots[k].prefix);
+        }
     free(g->slots);
     memset(g, 0, sizeof *g);
 }
@@ -375,14 +456,18 @@ static qn_status launch(buf *b, uint32_t count) {
     return QN_OK;
 }
 
-static void abort_all(buf *b) {
+/* Sends AbortRequests for every sample in flight; returns how many. */
+static size_t send_aborts(buf *b) {
     uint64_t ids[256];
-    size_t m = 0;
+    size_t m = 0, total = 0;
     for (size_t i = 0; i < b->n_groups; i++) {
         grp *g = &b->groups[i];
         if (!g->active) continue;
         for (uint32_t k = 0; k < b->o->n_samples_per_prompt; k++) {
-            if (g->slots[k].rid && !g->slots[k].res) ids[m++] = g->slots[k].rid;
+            if (g->slots[k].rid && !g->slots[k].res) {
+                ids[m++] = g->slots[k].rid;
+                total++;
+            }
             if (m == 256) {
                 Quench__AbortRequest ar = QUENCH__ABORT_REQUEST__INIT;
                 ar.request_ids = ids;
@@ -392,8 +477,6 @@ static void abort_all(buf *b) {
                 m = 0;
             }
         }
-        b->st.aborted++;
-        group_clear(g, b->o->n_samples_per_prompt);
     }
     if (m) {
         Quench__AbortRequest ar = QUENCH__ABORT_REQUEST__INIT;
@@ -402,6 +485,134 @@ static void abort_all(buf *b) {
         Quench__Envelope env = qn_envelope_abort_request(&ar);
         (void)qn_zsend(b->dealer, NULL, 0, &env, ++b->rid_counter, b->identity);
     }
+    return total;
+}
+
+static void abort_all(buf *b) {
+    (void)send_aborts(b);
+    for (size_t i = 0; i < b->n_groups; i++) {
+        grp *g = &b->groups[i];
+        if (!g->active) continue;
+        b->st.aborted++;
+        group_clear(g, b->o->n_samples_per_prompt);
+    }
+}
+
+/* Samples sent and not answered. */
+static size_t in_flight(const buf *b) {
+    size_t m = 0;
+    for (size_t i = 0; i < b->n_groups; i++) {
+        const grp *g = &b->groups[i];
+        if (!g->active) continue;
+        for (uint32_t k = 0; k < b->o->n_samples_per_prompt; k++)
+            m += g->slots[k].rid && !g->slots[k].res;
+    }
+    return m;
+}
+
+static void prompt_of(buf *b, const grp *g, Quench__Prompt *pr) {
+    const qn_bd_prompt *p = &b->data.v[g->data_index];
+    quench__prompt__init(pr);
+    pr->prompt_id = g->data_index;
+    pr->epoch = (uint32_t)(g->gid / b->data.n);
+    pr->tokens = p->tokens;
+    pr->n_tokens = p->n_tokens;
+    pr->text = p->text;
+    pr->label = p->label;
+    pr->metadata_json = p->metadata;
+}
+
+/* --partial-rollout, at the end of a rollout (after the aborts were answered
+ * or DRAIN_S passed): every group still active becomes an encoded
+ * Envelope{Group} in b->carry. A sample keeps what it has: a finished result
+ * as it is; an aborted one its tokens with finish reason abort (length when
+ * it already has the whole budget); one without an answer its earlier prefix
+ * or nothing. */
+static qn_status carry_groups(buf *b) {
+    uint32_t n = b->o->n_samples_per_prompt;
+    Quench__Sample *smp = calloc(n, sizeof *smp);
+    Quench__Sample **smpp = calloc(n, sizeof *smpp);
+    qn_status st = QN_OK;
+    if (!smp || !smpp) st = qn_fail(QN_ERR_NOMEM, "buffer: partial groups");
+    for (size_t i = 0; st == QN_OK && i < b->n_groups; i++) {
+        grp *g = &b->groups[i];
+        if (!g->active) continue;
+        for (uint32_t k = 0; k < n; k++) {
+            quench__sample__init(&smp[k]);
+            smp[k].group_id = g->gid;
+            smp[k].index = k;
+            smp[k].finish_reason = QUENCH__FINISH_REASON__FINISH_REASON_ABORT;
+            const slot *sl = &g->slots[k];
+            const Quench__Envelope *e = sl->res ? sl->res : sl->prefix;
+            /* an abort answered by the router's queue has no tokens, not even the prefix */
+            if (sl->res && sl->prefix &&
+                sl->res->generate_result->finish_reason ==
+                    QUENCH__FINISH_REASON__FINISH_REASON_ABORT &&
+                sl->res->generate_result->n_output_ids < sl->prefix->generate_result->n_output_ids)
+                e = sl->prefix;
+            if (e) {
+                const Quench__GenerateResult *r = e->generate_result;
+                smp[k].response_tokens = r->output_ids;
+                smp[k].n_response_tokens = r->n_output_ids;
+                smp[k].rollout_logprobs = r->output_logprobs;
+                smp[k].n_rollout_logprobs = r->n_output_logprobs;
+                smp[k].weight_versions = r->weight_versions;
+                smp[k].n_weight_versions = r->n_weight_versions;
+                if (e == sl->res) smp[k].finish_reason = r->finish_reason;
+                if (smp[k].finish_reason == QUENCH__FINISH_REASON__FINISH_REASON_ABORT &&
+                    r->n_output_ids >= b->o->max_response_len)
+                    smp[k].finish_reason = QUENCH__FINISH_REASON__FINISH_REASON_LENGTH;
+            }
+            smpp[k] = &smp[k];
+        }
+        Quench__Prompt pr;
+        prompt_of(b, g, &pr);
+        Quench__Group gr = QUENCH__GROUP__INIT;
+        gr.group_id = g->gid;
+        gr.rollout_id = b->next + 1;
+        gr.prompt = &pr;
+        gr.samples = smpp;
+        gr.n_samples = n;
+        Quench__Envelope env = qn_envelope_group(&gr);
+        kept_group kg = {0};
+        st = qn_envelope_encode_alloc(&env, 0, "buffer", &kg.bytes, &kg.len);
+        if (st != QN_OK) break;
+        kept_group *nc = realloc(b->carry, (b->n_carry + 1) * sizeof *nc);
+        if (!nc) {
+            free(kg.bytes);
+            st = qn_fail(QN_ERR_NOMEM, "buffer: partial groups");
+            break;
+        }
+        b->carry = nc;
+        b->carry[b->n_carry++] = kg;
+        b->st.carried++;
+        group_clear(g, n);
+    }
+    free(smp);
+    free(smpp);
+    return st;
+}
+
+/* An owned copy of a GenerateResult made from a carried sample. */
+static qn_status result_of(const Quench__Sample *sm, uint64_t gid, uint32_t k,
+                           Quench__Envelope **out) {
+    Quench__GenerateResult r = QUENCH__GENERATE_RESULT__INIT;
+    r.group_id = gid;
+    r.sample_index = k;
+    r.output_ids = sm->response_tokens;
+    r.n_output_ids = sm->n_response_tokens;
+    r.output_logprobs = sm->rollout_logprobs;
+    r.n_output_logprobs = sm->n_rollout_logprobs;
+    r.weight_versions = sm->weight_versions;
+    r.n_weight_versions = sm->n_weight_versions;
+    r.finish_reason = sm->finish_reason;
+    Quench__Envelope env = qn_envelope_generate_result(&r);
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    QN_CHECK(qn_envelope_encode_alloc(&env, 0, "buffer", &bytes, &len));
+    qn_status st = qn_envelope_decode(bytes, len, 0, out);
+    free(bytes);
+    return st;
 }
 
 static char *ids_text(const int32_t *ids, size_t n) {
@@ -577,6 +788,121 @@ out:
     return st;
 }
 
+/* --max-staleness: whether a complete group has a token from a version older
+ * than the job's current one minus K (the version read from Redis at most
+ * every VERSION_POLL_S; no key: nothing is stale). *oldest: its oldest. */
+static qn_status group_stale(buf *b, const grp *g, bool *stale, uint64_t *oldest) {
+    *stale = false;
+    if (b->o->max_staleness < 0) return QN_OK;
+    double t = now_s();
+    if (t - b->version_at >= VERSION_POLL_S) {
+        QN_CHECK(redis_get_u64(b, "weight_version", &b->cur_version, &b->have_version));
+        b->version_at = t;
+    }
+    uint64_t k = (uint64_t)b->o->max_staleness;
+    if (!b->have_version || b->cur_version <= k) return QN_OK;
+    uint64_t min_ok = b->cur_version - k;
+    for (uint32_t s = 0; s < b->o->n_samples_per_prompt; s++) {
+        const Quench__GenerateResult *r = g->slots[s].res->generate_result;
+        for (size_t i = 0; i < r->n_weight_versions; i++)
+            if (r->weight_versions[i] < min_ok && (!*stale || r->weight_versions[i] < *oldest)) {
+                *stale = true;
+                *oldest = r->weight_versions[i];
+            }
+    }
+    return QN_OK;
+}
+
+/* A group whose samples all answered: scored and kept, or with a stale token
+ * generated again from scratch (a new attempt of the same draw). */
+static qn_status group_complete(buf *b, grp *g) {
+    bool stale;
+    uint64_t oldest = 0;
+    QN_CHECK(group_stale(b, g, &stale, &oldest));
+    if (!stale) return group_done(b, g);
+    b->st.stale++;
+    double t = now_s();
+    if (t - b->stale_log_at >= 1.0) { /* at most a line a second: it can loop */
+        b->stale_log_at = t;
+        QN_LOG_WARN("buffer: group %" PRIu64 " is stale (a token of weight version %" PRIu64
+                    ", the job is at %" PRIu64 ", --max-staleness %" PRId64
+                    "); generating it again (%" PRIu64 " stale groups in this rollout)",
+                    g->gid, oldest, b->cur_version, b->o->max_staleness, b->st.stale);
+    }
+    uint32_t n = b->o->n_samples_per_prompt;
+    for (uint32_t k = 0; k < n; k++) {
+        slot *s = &g->slots[k];
+        qn_envelope_free(s->res);
+        qn_envelope_free(s->prefix);
+        memset(s, 0, sizeof *s);
+    }
+    g->n_done = 0;
+    for (uint32_t k = 0; k < n; k++)
+        send_sample(b, g, k);
+    return QN_OK;
+}
+
+/* --partial-rollout, at the start of a rollout: the groups carried from the
+ * last one are launched first; finished samples are kept, aborted ones are
+ * sent again with their tokens as prefix_output_ids. */
+static qn_status resume_carried(buf *b) {
+    uint32_t n = b->o->n_samples_per_prompt;
+    qn_status st = QN_OK;
+    for (size_t i = 0; st == QN_OK && i < b->n_carry; i++) {
+        Quench__Envelope *env = NULL;
+        st = qn_envelope_decode(b->carry[i].bytes, b->carry[i].len, 0, &env);
+        if (st != QN_OK) break;
+        const Quench__Group *gr = env->group;
+        if (env->body_case != QUENCH__ENVELOPE__BODY_GROUP || gr->n_samples != n) {
+            QN_LOG_WARN("buffer: unfinished group %" PRIu64 " has %zu samples, not %u "
+                        "(--n-samples-per-prompt changed); it is not continued",
+                        gr ? gr->group_id : 0, gr ? gr->n_samples : 0, n);
+            qn_envelope_free(env);
+            continue;
+        }
+        grp *g = new_group(b);
+        if (g) g->slots = calloc(n, sizeof *g->slots);
+        if (!g || !g->slots) {
+            qn_envelope_free(env);
+            st = qn_fail(QN_ERR_NOMEM, "buffer: groups");
+            break;
+        }
+        g->active = true;
+        g->gid = gr->group_id;
+        g->data_index = qn_bd_index(&b->data, g->gid);
+        for (uint32_t k = 0; st == QN_OK && k < n; k++) {
+            const Quench__Sample *sm = gr->samples[k];
+            bool partial = sm->finish_reason == QUENCH__FINISH_REASON__FINISH_REASON_ABORT;
+            if (partial && sm->n_response_tokens == 0) continue; /* from scratch */
+            Quench__Envelope *r = NULL;
+            st = result_of(sm, g->gid, k, &r);
+            if (st != QN_OK) break;
+            if (partial) {
+                g->slots[k].prefix = r;
+            } else {
+                g->slots[k].res = r;
+                g->n_done++;
+            }
+        }
+        qn_envelope_free(env);
+        if (st != QN_OK) break;
+        if (g->n_done == n) {
+            /* finished during the last drain: scored now unless the batch is full (then it
+             * is carried on again when this rollout ends) */
+            if (b->n_kept < b->o->rollout_batch_size) st = group_complete(b, g);
+            continue;
+        }
+        if (b->n_kept >= b->o->rollout_batch_size) continue; /* carried on as it is */
+        for (uint32_t k = 0; k < n; k++) {
+            if (g->slots[k].res) continue;
+            b->st.continued += g->slots[k].prefix != NULL;
+            send_sample(b, g, k);
+        }
+    }
+    carry_free(b);
+    return st;
+}
+
 static qn_status on_result(buf *b, Quench__Envelope *env, uint64_t rid) {
     const Quench__GenerateResult *r = env->generate_result;
     uint32_t n = b->o->n_samples_per_prompt;
@@ -589,6 +915,11 @@ static qn_status on_result(buf *b, Quench__Envelope *env, uint64_t rid) {
         return QN_OK;
     }
     slot *s = &g->slots[r->sample_index];
+    if (r->error && r->error[0] && b->draining) {
+        s->rid = 0; /* carried with what it had before */
+        qn_envelope_free(env);
+        return QN_OK;
+    }
     if (r->error && r->error[0]) {
         s->errors++;
         s->rid = 0;
@@ -609,7 +940,7 @@ static qn_status on_result(buf *b, Quench__Envelope *env, uint64_t rid) {
         return QN_OK;
     }
     s->res = env;
-    if (++g->n_done == n) return group_done(b, g);
+    if (++g->n_done == n && !b->draining) return group_complete(b, g);
     return QN_OK;
 }
 
@@ -654,6 +985,12 @@ static void emit_metrics(buf *b, double secs) {
     cJSON_AddNumberToObject(j, "rollout/reward_failed_groups", (double)s->reward_dropped);
     cJSON_AddNumberToObject(j, "rollout/generate_failed_groups", (double)s->failed);
     cJSON_AddNumberToObject(j, "rollout/aborted_groups", (double)s->aborted);
+    cJSON_AddNumberToObject(j, "rollout/stale_groups", (double)s->stale);
+    if (b->o->partial_rollout) {
+        cJSON_AddNumberToObject(j, "rollout/partial_rollout/carried_groups", (double)s->carried);
+        cJSON_AddNumberToObject(j, "rollout/partial_rollout/continued_samples",
+                                (double)s->continued);
+    }
     cJSON_AddNumberToObject(j, "rollout/data_cursor", (double)b->launch_cursor);
     cJSON_AddNumberToObject(j, "rollout/epoch", (double)(b->launch_cursor / b->data.n));
     cJSON_AddNumberToObject(j, "perf/rollout_time", secs);
@@ -832,6 +1169,12 @@ static qn_status on_trainer(buf *b, const qn_zmsg *msg) {
         return QN_OK;
     }
     const Quench__TrainBatchRequest *q = env->train_batch_request;
+    if (q->world_size == 0 || q->rank >= q->world_size) { /* the codec refuses these too */
+        char m[128];
+        snprintf(m, sizeof m, "rank %u is not below world_size %u", q->rank, q->world_size);
+        send_error(b, msg->identity, msg->identity_len, env->request_id, QN_ERR_RANGE, m);
+        return QN_OK;
+    }
     waiter w = {.identity_len = msg->identity_len,
                 .rid = env->request_id,
                 .rollout_id = q->rollout_id,
@@ -870,12 +1213,37 @@ static qn_status answer_waiters(buf *b) {
 /* ------------------------------------------------------------------ the loop */
 
 static qn_status finish_rollout(buf *b) {
-    abort_all(b);
+    uint8_t *pblob = NULL;
+    size_t plen = 0;
+    if (b->o->partial_rollout) {
+        /* the aborted samples answer with the tokens they have: wait for them (bounded) */
+        if (!b->draining) {
+            b->draining = true;
+            b->drain_until = now_s() + DRAIN_S;
+            size_t m = send_aborts(b);
+            if (m)
+                QN_LOG_INFO("buffer: rollout %" PRIu64 ": %zu samples aborted, waiting for "
+                            "their partial outputs",
+                            b->next, m);
+        }
+        size_t m = in_flight(b);
+        if (m && now_s() < b->drain_until) return QN_OK;
+        if (m)
+            QN_LOG_WARN("buffer: rollout %" PRIu64 ": %zu aborted samples did not answer in "
+                        "%.0f s; they keep what they had before",
+                        b->next, m, DRAIN_S);
+        b->draining = false;
+        QN_CHECK(carry_groups(b));
+        QN_CHECK(blob_make(b, b->carry, b->n_carry, &pblob, &plen));
+    } else {
+        abort_all(b);
+    }
     uint8_t *blob = NULL;
     size_t len = 0;
-    QN_CHECK(blob_make(b, &blob, &len));
-    qn_status st = persist(b, blob, len);
+    qn_status st = blob_make(b, b->kept, b->n_kept, &blob, &len);
+    if (st == QN_OK) st = persist(b, blob, len, pblob, plen);
     free(blob);
+    free(pblob);
     if (st != QN_OK) return st;
     double secs = now_s() - b->started;
     QN_LOG_INFO("buffer: rollout %" PRIu64 " persisted: %zu groups, data cursor %" PRIu64
@@ -891,13 +1259,14 @@ static qn_status finish_rollout(buf *b) {
     return answer_waiters(b);
 }
 
-static void start_rollout(buf *b) {
+static qn_status start_rollout(buf *b) {
     b->making = true;
     b->launch_cursor = b->cursor;
     b->started = now_s();
     memset(&b->st, 0, sizeof b->st);
     QN_LOG_INFO("buffer: rollout %" PRIu64 ": generating from data cursor %" PRIu64, b->next,
                 b->cursor);
+    return resume_carried(b);
 }
 
 static void on_monitor(buf *b) {
@@ -917,7 +1286,7 @@ static void on_monitor(buf *b) {
         if (was_down) QN_LOG_INFO("buffer: router %s reachable", b->o->router);
         /* after a lost connection the router may have restarted and forgotten what was
          * in flight; requests queued before the first connection are still delivered */
-        if (b->router_lost && b->making) resend_due(b, true);
+        if (b->router_lost && b->making && !b->draining) resend_due(b, true);
         b->router_lost = false;
     } else if (ev == ZMQ_EVENT_DISCONNECTED) {
         b->router_up = false;
@@ -980,6 +1349,7 @@ static qn_status setup(buf *b) {
     /* Redis errors name the URL already ("Redis unix:///...: cannot connect: ...") */
     QN_CHECK(qn_redis_connect(o->redis_url, o->job, 5000, &b->redis));
     QN_CHECK(load_state(b));
+    if (o->partial_rollout) QN_CHECK(load_partial(b));
     if (o->metrics_file) {
         b->metrics = fopen(o->metrics_file, "a");
         if (!b->metrics) return qn_fail(QN_ERR_IO, "%s: %s", o->metrics_file, strerror(errno));
@@ -1011,6 +1381,7 @@ static void teardown(buf *b) {
     for (size_t i = 0; i < b->n_kept; i++)
         free(b->kept[i].bytes);
     free(b->kept);
+    carry_free(b);
     free(b->waiters);
     if (b->dealer) zmq_socket_monitor(b->dealer, NULL, 0);
     if (b->mon) zmq_close(b->mon);
@@ -1031,8 +1402,9 @@ static bool may_start(const buf *b) {
 }
 
 static qn_status step(buf *b) {
-    if (!b->making && may_start(b)) start_rollout(b);
-    if (b->making) {
+    if (!b->making && may_start(b)) QN_CHECK(start_rollout(b));
+    if (b->making && b->n_kept >= b->o->rollout_batch_size) QN_CHECK(finish_rollout(b));
+    if (b->making && !b->draining) {
         /* keep enough groups going that the batch can still fill */
         while (b->n_kept + active_groups(b) < b->o->rollout_batch_size)
             QN_CHECK(launch(b, b->o->over_sampling_batch_size));
@@ -1069,8 +1441,20 @@ static qn_status step(buf *b) {
         qn_status st = qn_zrecv(b->listener, true, 0, &m);
         if (st == QN_ERR_TIMEOUT) break;
         if (st != QN_OK) {
-            QN_LOG_WARN("buffer: bad message from trainer '%s': %s", (char *)m.identity,
-                        qn_last_error());
+            /* garbage, a truncated envelope, a request the codec refuses (rank >=
+             * world_size): answered with an Error under request id 0 (its own cannot be
+             * trusted) when the sender is known, logged at most once a second */
+            char why[256];
+            snprintf(why, sizeof why, "malformed message: %s", qn_last_error());
+            b->bad_msgs++;
+            double t = now_s();
+            if (t - b->bad_log_at >= 1.0) {
+                b->bad_log_at = t;
+                QN_LOG_WARN("buffer: bad message from trainer '%s' (%" PRIu64 " so far): %s",
+                            (char *)m.identity, b->bad_msgs, why);
+            }
+            if (m.identity_len > 0)
+                send_error(b, m.identity, m.identity_len, 0, st < 0 ? st : QN_ERR_FORMAT, why);
             continue;
         }
         st = on_trainer(b, &m);

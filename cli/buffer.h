@@ -3,8 +3,7 @@
  * GRPO groups, filtered, persisted to Redis as rollouts, and handed to
  * trainer ranks in shares (docs/services.md, "Buffer").
  *
- * Leaves out: partial rollout (--partial-rollout) and the staleness bound
- * (--max-staleness), custom filters, and rewards other than the built-ins. */
+ * Leaves out: custom filters, and rewards other than the built-ins. */
 #ifndef QN_CLI_BUFFER_H
 #define QN_CLI_BUFFER_H
 
@@ -25,7 +24,9 @@ typedef struct qn_buffer_opts {
     uint64_t num_rollout;        /* 0: forever */
     uint32_t max_rollouts_ahead; /* 0: no bound */
     bool filter_nonzero_std;
-    bool normalize_std; /* false with --disable-grpo-std-normalization */
+    bool normalize_std;    /* false with --disable-grpo-std-normalization */
+    int64_t max_staleness; /* < 0: off; else a group with a token older than current-K is redone */
+    bool partial_rollout;  /* samples aborted at the end of a rollout are continued in the next */
     /* rewards */
     const char *reward, *reward_isolation;
     double reward_timeout_s;

@@ -1,7 +1,6 @@
 /* cmd_buffer.c — `quench buffer`: the flag table (slime's names where slime
  * has the flag); the service is cli/buffer.c, the data cli/buffer_data.c,
- * the protocol and Redis keys docs/services.md ("Buffer"). Leaves out
- * slime's --partial-rollout and --max-staleness. */
+ * the protocol and Redis keys docs/services.md ("Buffer"). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,10 +14,10 @@
 typedef struct buffer_cfg {
     char *prompt_data, *input_key, *label_key, *metadata_key, *tokenizer, *reward, *router, *redis,
         *job, *listen, *port_file, *metrics_file;
-    bool apply_chat_template, rollout_shuffle, disable_grpo_std_normalization;
+    bool apply_chat_template, rollout_shuffle, disable_grpo_std_normalization, partial_rollout;
     int on_bad_data, dynamic_sampling_filter, reward_isolation;
     int64_t rollout_seed, n_samples_per_prompt, rollout_batch_size, over_sampling_batch_size,
-        rollout_max_response_len, num_rollout, max_rollouts_ahead, reward_workers;
+        rollout_max_response_len, num_rollout, max_rollouts_ahead, reward_workers, max_staleness;
     double rollout_temperature, rollout_top_p, reward_timeout_s, request_timeout_s;
 } buffer_cfg;
 
@@ -59,6 +58,13 @@ static const qn_flag k_buffer_flags[] = {
              "persisted rollouts not yet acknowledged by every rank, at most (0: no bound)"),
     QN_F_CHOICE(buffer_cfg, dynamic_sampling_filter, "dynamic-sampling-filter", "none",
                 "none|nonzero_std", "nonzero_std drops groups whose rewards are all equal"),
+    QN_F_BOOL(buffer_cfg, partial_rollout, "partial-rollout", "false",
+              "samples still running when a rollout is full are aborted and continued (their "
+              "tokens kept) in the next rollout"),
+    QN_F_INT(buffer_cfg, max_staleness, "max-staleness", "-1", -1, INFINITY,
+             "a group with a token of a weight version older than the job's current one minus K "
+             "is generated again (-1: off)",
+             .metavar = "K"),
     QN_F_BOOL(buffer_cfg, disable_grpo_std_normalization, "disable-grpo-std-normalization", "false",
               "advantages r - mean instead of (r - mean) / (std + 1e-6)"),
     QN_F_STRING(buffer_cfg, reward, "reward", "math",
@@ -140,6 +146,8 @@ int qn_cmd_buffer(int argc, char **argv) {
         .max_rollouts_ahead = (uint32_t)cfg.max_rollouts_ahead,
         .filter_nonzero_std = cfg.dynamic_sampling_filter == 1,
         .normalize_std = !cfg.disable_grpo_std_normalization,
+        .max_staleness = cfg.max_staleness,
+        .partial_rollout = cfg.partial_rollout,
         .reward = cfg.reward,
         .reward_isolation = cfg.reward_isolation == 0 ? "process" : "inline",
         .reward_timeout_s = cfg.reward_timeout_s,

@@ -20,7 +20,17 @@
  *       served, and kept + filtered + aborted groups = draws = data cursor;
  *   (e) kill -9 of the router with a rollout in flight, restarted on the same
  *       endpoint: the buffer sends the unanswered samples again and the
- *       rollout arrives complete.
+ *       rollout arrives complete;
+ *   (g) malformed input on --listen (garbage, a truncated envelope, a
+ *       Heartbeat, a TrainBatchRequest with rank >= world_size) is answered
+ *       with Errors and logged, and a normal request right after is served;
+ *   (h) --max-staleness: with Redis weight_version 1 and engines at 0, K = 0
+ *       regenerates every group (logged, nothing persisted) until the version
+ *       goes back to 0; K = 1 persists at once with no stale group;
+ *   (i) --partial-rollout: samples aborted at the end of a rollout are
+ *       persisted with it (key partial) and continued in the next rollout
+ *       (their responses start with the earlier tokens, log-probs and
+ *       versions for every token); every group is served once, whole.
  * Every process is registered in a table that the teardown kills and reaps
  * (after SIGCONT), also when an assertion failed. */
 #include <setjmp.h>
@@ -65,6 +75,8 @@ static struct {
     int32_t prompt[N_LINES][MAX_PROMPT];
     int n_prompt[N_LINES];
     void *ctx;
+    void *socks[32]; /* trainer sockets open: closed by the teardown if a test failed */
+    int n_socks;
 } g;
 
 static double now_s(void) {
@@ -220,9 +232,13 @@ typedef struct trainer {
 static void trainer_open(trainer *t, const char *ep, const char *name) {
     assert_int_equal(qn_zsock_open(g.ctx, ZMQ_DEALER, ep, false, name, &t->sock), QN_OK);
     t->rid = 1;
+    assert_true(g.n_socks < 32);
+    g.socks[g.n_socks++] = t->sock;
 }
 
 static void trainer_close(trainer *t) {
+    for (int i = 0; i < g.n_socks; i++)
+        if (g.socks[i] == t->sock) g.socks[i] = g.socks[--g.n_socks];
     qn_zsock_close(t->sock);
     t->sock = NULL;
 }
@@ -384,6 +400,57 @@ static long long redis_exists(const char *key) {
     return v;
 }
 
+static void redis_cmd(const char *fmt, const char *key, const char *val) {
+    redisContext *c = redisConnectUnix(g.redis_url + strlen("unix://"));
+    assert_non_null(c);
+    redisReply *rep = redisCommand(c, fmt, key, val);
+    assert_non_null(rep);
+    assert_true(rep->type != REDIS_REPLY_ERROR);
+    freeReplyObject(rep);
+    redisFree(c);
+}
+
+/* The raw value of a key (malloc'd, *len bytes), or NULL when absent. */
+static uint8_t *redis_get_raw(const char *key, size_t *len) {
+    redisContext *c = redisConnectUnix(g.redis_url + strlen("unix://"));
+    assert_non_null(c);
+    redisReply *rep = redisCommand(c, "GET %s", key);
+    uint8_t *v = NULL;
+    if (rep && rep->type == REDIS_REPLY_STRING) {
+        v = malloc(rep->len ? rep->len : 1);
+        assert_non_null(v);
+        memcpy(v, rep->str, rep->len);
+        *len = rep->len;
+    }
+    if (rep) freeReplyObject(rep);
+    redisFree(c);
+    return v;
+}
+
+static uint32_t le32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Decodes a rollout record (the layout of docs/services.md): its groups into
+ * out[] (at most cap), returns how many. */
+static size_t parse_record(const uint8_t *p, size_t len, Quench__Envelope **out, size_t cap) {
+    assert_true(len >= 20);
+    assert_memory_equal(p, "QNRB", 4);
+    uint32_t n = le32(p + 16);
+    assert_true(n <= cap);
+    size_t off = 20;
+    for (uint32_t i = 0; i < n; i++) {
+        assert_true(len - off >= 4);
+        uint32_t gl = le32(p + off);
+        assert_true(len - off - 4 >= gl);
+        assert_int_equal(qn_envelope_decode(p + off + 4, gl, 0, &out[i]), QN_OK);
+        assert_int_equal(out[i]->body_case, QUENCH__ENVELOPE__BODY_GROUP);
+        off += 4 + gl;
+    }
+    assert_int_equal(off, len);
+    return n;
+}
+
 /* ------------------------------------------------------------ setup */
 
 static void write_data(const char *path, int bad_mode) {
@@ -503,6 +570,8 @@ static int group_teardown(void **state) {
             free(t);
         }
     }
+    while (g.n_socks > 0) /* else zmq_ctx_term waits for them forever */
+        qn_zsock_close(g.socks[--g.n_socks]);
     if (g.ctx) zmq_ctx_term(g.ctx);
     return 0;
 }
@@ -538,6 +607,7 @@ static void test_three_rollouts(void **state) {
     assert_int_equal(redis_int("quench:a:data_cursor"), 12);
     assert_int_equal(redis_exists("quench:a:rollout:0"), 0);
     assert_int_equal(redis_exists("quench:a:rollout:2"), 0);
+    assert_int_equal(redis_exists("quench:a:partial"), 0); /* only with --partial-rollout */
     /* metrics: one line per rollout with slime's names; the mean reward matches */
     size_t len;
     char *txt = qn_test_read_file(metrics, &len);
@@ -810,11 +880,291 @@ static void test_router_restart(void **state) {
     trainer_close(&t);
 }
 
+/* The next message within timeout_s, which must be an Error with request id
+ * rid; its message must contain want. */
+static void expect_error(trainer *t, uint64_t rid, const char *want) {
+    qn_zmsg m;
+    qn_status st = qn_zrecv(t->sock, false, 10000, &m);
+    if (st != QN_OK) fail_msg("no answer to a malformed message (%s)", qn_status_str(st));
+    if (m.env->body_case != QUENCH__ENVELOPE__BODY_ERROR)
+        fail_msg("answered with %s, not Error", qn_envelope_body_name(m.env->body_case));
+    assert_int_equal(m.env->request_id, rid);
+    if (!strstr(m.env->error->message, want))
+        fail_msg("error '%s' does not say '%s'", m.env->error->message, want);
+    qn_zmsg_clear(&m);
+}
+
+/* (g) malformed input on the trainers' socket: each is answered with an Error
+ * (request id 0 when the message could not be decoded) and logged; the
+ * buffer keeps serving. */
+static void test_malformed(void **state) {
+    (void)state;
+    const char *extra[] = {"--num-rollout", "1", NULL};
+    bufproc b;
+    start_buffer(&b, "g", g.data, "buffer_g.log", extra);
+    trainer t;
+    trainer_open(&t, b.ep, "train-g");
+    /* garbage bytes */
+    const uint8_t junk[] = {0xff, 0x00, 0x13, 0x37, 0xde, 0xad, 0xbe, 0xef, 0x08};
+    assert_int_equal(zmq_send(t.sock, junk, sizeof junk, 0), (int)sizeof junk);
+    expect_error(&t, 0, "malformed message");
+    assert_true(wait_log("buffer_g.log", "bad message from trainer 'train-g'", 10));
+    /* a well-formed request cut in half */
+    Quench__TrainBatchRequest q = QUENCH__TRAIN_BATCH_REQUEST__INIT;
+    q.rollout_id = 0;
+    q.rank = 0;
+    q.world_size = 1;
+    Quench__Envelope env = qn_envelope_train_batch_request(&q);
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    assert_int_equal(qn_envelope_encode_alloc(&env, 41, "train", &bytes, &len), QN_OK);
+    assert_true(len > 4);
+    assert_int_equal(zmq_send(t.sock, bytes, len - 3, 0), (int)(len - 3));
+    free(bytes);
+    expect_error(&t, 0, "malformed message");
+    /* a well-formed envelope of a kind the buffer does not take */
+    Quench__Heartbeat hb = QUENCH__HEARTBEAT__INIT;
+    hb.engine_id = "not-an-engine";
+    Quench__Envelope henv = qn_envelope_heartbeat(&hb);
+    assert_int_equal(qn_zsend(t.sock, NULL, 0, &henv, 42, "train"), QN_OK);
+    expect_error(&t, 42, "not Heartbeat");
+    /* rank >= world_size (qn_zsend would refuse it: packed by hand) */
+    q.rank = 2;
+    q.world_size = 2;
+    Quench__Envelope bad = qn_envelope_train_batch_request(&q);
+    bad.protocol_version = QN_PROTOCOL_VERSION;
+    bad.request_id = 43;
+    len = quench__envelope__get_packed_size(&bad);
+    bytes = malloc(len);
+    assert_non_null(bytes);
+    assert_int_equal(quench__envelope__pack(&bad, bytes), len);
+    assert_int_equal(zmq_send(t.sock, bytes, len, 0), (int)len);
+    free(bytes);
+    expect_error(&t, 0, "not below world_size");
+    /* the buffer is still there and serves the rollout */
+    assert_int_equal(waitpid(b.pid, NULL, WNOHANG), 0);
+    int lines[N_GROUPS];
+    take_rollout(&t, 0, 1, 0, lines, NULL);
+    int st = wait_exit(b.pid, 20);
+    assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    trainer_close(&t);
+}
+
+/* The integer value of "name": in a metrics file's first line that has it, or -1. */
+static long metric_of(const char *path, const char *name) {
+    size_t len;
+    char *txt = qn_test_read_file(path, &len);
+    if (!txt) return -1;
+    char key[128];
+    snprintf(key, sizeof key, "\"%s\":", name);
+    const char *p = strstr(txt, key);
+    long v = p ? strtol(p + strlen(key), NULL, 10) : -1;
+    free(txt);
+    return v;
+}
+
+/* (h) --max-staleness. The router here has no Redis, so the job's
+ * weight_version key is set by hand; the engines serve version 0. */
+static void test_staleness(void **state) {
+    (void)state;
+    char metrics[512];
+    snprintf(metrics, sizeof metrics, "%s", qn_test_path("metrics_h.jsonl"));
+    unlink(metrics);
+    /* K = 0 and the job at version 1: every group has version-0 tokens, is stale,
+     * and is generated again; no rollout is persisted */
+    redis_cmd("SET %s %s", "quench:h:weight_version", "1");
+    const char *extra[] = {"--max-staleness", "0", "--metrics-file", metrics, NULL};
+    bufproc b;
+    start_buffer(&b, "h", g.data, "buffer_h.log", extra);
+    if (!wait_log("buffer_h.log", "is stale (a token of weight version 0, the job is at 1", 20))
+        fail_msg("no group was found stale; see buffer_h.log");
+    usleep(3000 * 1000);
+    assert_int_equal(redis_int("quench:h:rollout_next"), -1);
+    assert_int_equal(waitpid(b.pid, NULL, WNOHANG), 0);
+    /* the job's version goes back to 0: the next attempts are fresh enough */
+    redis_cmd("SET %s %s", "quench:h:weight_version", "0");
+    trainer t;
+    trainer_open(&t, b.ep, "train-h");
+    int lines[N_GROUPS];
+    take_rollout(&t, 0, 1, 0, lines, NULL); /* the same draws 0..3, served once */
+    long stale = metric_of(metrics, "rollout/stale_groups");
+    if (stale < N_GROUPS) fail_msg("rollout/stale_groups %ld, want >= %d", stale, N_GROUPS);
+    kill(b.pid, SIGTERM);
+    int st = wait_exit(b.pid, 10);
+    assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    trainer_close(&t);
+
+    /* K = 1 with the job at version 1: version-0 tokens are recent enough */
+    snprintf(metrics, sizeof metrics, "%s", qn_test_path("metrics_h2.jsonl"));
+    unlink(metrics);
+    redis_cmd("SET %s %s", "quench:h2:weight_version", "1");
+    const char *extra2[] = {"--max-staleness", "1", "--metrics-file", metrics, NULL};
+    start_buffer(&b, "h2", g.data, "buffer_h2.log", extra2);
+    trainer_open(&t, b.ep, "train-h2");
+    take_rollout(&t, 0, 1, 0, lines, NULL);
+    assert_int_equal(metric_of(metrics, "rollout/stale_groups"), 0);
+    assert_false(log_has("buffer_h2.log", "is stale"));
+    kill(b.pid, SIGTERM);
+    st = wait_exit(b.pid, 10);
+    assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    trainer_close(&t);
+}
+
+/* (i) --partial-rollout: 2 groups a rollout out of 12 sent. Half of the
+ * prompts are 40 tokens long, so that in the engines' 64-token context their
+ * responses end after 24 tokens while the 3-token prompts' go on to 60: the
+ * first rollout ends with the short prompts' samples aborted half-way, and
+ * later ones continue them. After each rollout r
+ * (before it is acked, so that r+1 is not made yet) the test reads the
+ * records rollout:<r> and partial from Redis: a sample carried with tokens
+ * must come back in a later rollout starting with exactly those tokens and
+ * log-probs, with log-probs and versions for every token. The buffer is
+ * killed (-9) and restarted after rollout 1: the carried groups survive. */
+#define PR_ROLLOUTS 4
+#define PR_MAX 64
+static void test_partial_rollout(void **state) {
+    (void)state;
+    char metrics[512];
+    snprintf(metrics, sizeof metrics, "%s", qn_test_path("metrics_i.jsonl"));
+    unlink(metrics);
+    char data[512];
+    snprintf(data, sizeof data, "%s", qn_test_path("data_i.jsonl"));
+    FILE *f = fopen(data, "w");
+    assert_non_null(f);
+    for (int i = 0; i < N_LINES; i++) {
+        fprintf(f, "{\"tokens\": [");
+        for (int k = 0; k < (i % 2 ? 3 : 40); k++)
+            fprintf(f, "%s%d", k ? ", " : "", (i * 31 + k * 17) % 90 + 5);
+        fprintf(f, "], \"label\": \"%d %d\"}\n", (i * 7) % 97, (i * 13 + 5) % 97);
+    }
+    fclose(f);
+    const char *extra[] = {"--partial-rollout",
+                           "--rollout-batch-size",
+                           "2",
+                           "--over-sampling-batch-size",
+                           "12",
+                           "--rollout-max-response-len",
+                           "60",
+                           "--max-rollouts-ahead",
+                           "1",
+                           "--metrics-file",
+                           metrics,
+                           NULL};
+    bufproc b;
+    start_buffer(&b, "i", data, "buffer_i.log", extra);
+    trainer t;
+    trainer_open(&t, b.ep, "train-i");
+    /* every unfinished-group record seen so far (each rollout's `partial`) */
+    Quench__Envelope *carried[PR_ROLLOUTS * PR_MAX] = {0};
+    size_t n_carried = 0;
+    uint64_t served[PR_ROLLOUTS * 2];
+    size_t n_served = 0, continued = 0, kept_whole = 0;
+    for (uint64_t r = 0; r < PR_ROLLOUTS; r++) {
+        Quench__Envelope *e = fetch(&t, r, 0, 1, 120);
+        const Quench__TrainBatch *tb = e->train_batch;
+        assert_int_equal(tb->n_samples, 2 * N_SAMPLES);
+        char key[64];
+        snprintf(key, sizeof key, "quench:i:rollout:%llu", (unsigned long long)r);
+        size_t len;
+        uint8_t *raw = redis_get_raw(key, &len);
+        assert_non_null(raw);
+        Quench__Envelope *groups[4];
+        size_t ng = parse_record(raw, len, groups, 4);
+        free(raw);
+        assert_int_equal(ng, 2);
+        for (size_t i = 0; i < ng; i++) {
+            const Quench__Group *gr = groups[i]->group;
+            assert_int_equal(gr->n_samples, N_SAMPLES);
+            assert_true(gr->group_id < tb->data_cursor);
+            for (size_t k = 0; k < n_served; k++)
+                if (served[k] == gr->group_id)
+                    fail_msg("group %llu served twice", (unsigned long long)gr->group_id);
+            served[n_served++] = gr->group_id;
+            /* the samples the trainer got for it: the same tokens */
+            size_t m = 0;
+            for (size_t j = 0; j < tb->n_samples; j++) {
+                const Quench__TrainSample *ts = tb->samples[j];
+                if (ts->group_id != gr->group_id) continue;
+                const Quench__Sample *sm = gr->samples[m++];
+                assert_int_equal(ts->n_tokens - ts->response_start, sm->n_response_tokens);
+                assert_memory_equal(ts->tokens + ts->response_start, sm->response_tokens,
+                                    sm->n_response_tokens * sizeof(int32_t));
+            }
+            assert_int_equal(m, N_SAMPLES);
+            for (size_t k = 0; k < N_SAMPLES; k++) {
+                const Quench__Sample *sm = gr->samples[k];
+                assert_int_equal(sm->index, k);
+                assert_true(sm->n_response_tokens >= 1 && sm->n_response_tokens <= 60);
+                assert_int_equal(sm->n_rollout_logprobs, sm->n_response_tokens);
+                assert_int_equal(sm->n_weight_versions, sm->n_response_tokens);
+                assert_true(sm->finish_reason != QUENCH__FINISH_REASON__FINISH_REASON_ABORT);
+                bool cont = false, whole = false;
+                for (size_t c = 0; c < n_carried; c++) {
+                    if (carried[c]->group->group_id != gr->group_id) continue;
+                    const Quench__Sample *pv = carried[c]->group->samples[k];
+                    if (pv->n_response_tokens == 0) continue;
+                    /* carried with tokens: continued from them (or kept whole if it had
+                     * ended), never started again */
+                    assert_true(sm->n_response_tokens >= pv->n_response_tokens);
+                    assert_memory_equal(sm->response_tokens, pv->response_tokens,
+                                        pv->n_response_tokens * sizeof(int32_t));
+                    assert_int_equal(pv->n_rollout_logprobs, pv->n_response_tokens);
+                    assert_memory_equal(sm->rollout_logprobs, pv->rollout_logprobs,
+                                        pv->n_response_tokens * sizeof(float));
+                    if (pv->finish_reason == QUENCH__FINISH_REASON__FINISH_REASON_ABORT)
+                        cont |= pv->n_response_tokens < sm->n_response_tokens;
+                    else
+                        whole = true;
+                }
+                continued += cont;
+                kept_whole += whole && !cont;
+            }
+        }
+        for (size_t i = 0; i < ng; i++)
+            qn_envelope_free(groups[i]);
+        /* what this rollout left unfinished */
+        raw = redis_get_raw("quench:i:partial", &len);
+        assert_non_null(raw);
+        size_t nn = parse_record(raw, len, carried + n_carried, PR_MAX);
+        free(raw);
+        for (size_t c = n_carried; c < n_carried + nn; c++)
+            for (size_t k = 0; k < n_served; k++)
+                assert_true(carried[c]->group->group_id != served[k]);
+        n_carried += nn;
+        qn_envelope_free(e);
+        if (r == 1) {
+            /* kill -9 and restart: the unfinished groups come back from Redis */
+            kill(b.pid, SIGKILL);
+            waitpid(b.pid, NULL, 0);
+            forget(b.pid);
+            trainer_close(&t);
+            start_buffer(&b, "i", data, "buffer_i.log", extra);
+            if (!wait_log("buffer_i.log", "unfinished groups of the last rollout will be continued",
+                          10))
+                fail_msg("the restarted buffer did not load the partial groups; see buffer_i.log");
+            trainer_open(&t, b.ep, "train-i2");
+        }
+        ack(&t, r, 0);
+    }
+    for (size_t c = 0; c < n_carried; c++)
+        qn_envelope_free(carried[c]);
+    fprintf(stderr, "partial rollout: %zu samples continued, %zu kept whole across %d rollouts\n",
+            continued, kept_whole, PR_ROLLOUTS);
+    if (continued == 0) fail_msg("no continued sample was served; see buffer_i.log");
+    assert_true(metric_of(metrics, "rollout/partial_rollout/carried_groups") > 0);
+    kill(b.pid, SIGTERM);
+    int st = wait_exit(b.pid, 10);
+    assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    trainer_close(&t);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_three_rollouts), cmocka_unit_test(test_kill_and_resume),
-        cmocka_unit_test(test_bad_data),       cmocka_unit_test(test_unreachable),
-        cmocka_unit_test(test_filter),         cmocka_unit_test(test_router_restart),
+        cmocka_unit_test(test_three_rollouts),  cmocka_unit_test(test_kill_and_resume),
+        cmocka_unit_test(test_bad_data),        cmocka_unit_test(test_unreachable),
+        cmocka_unit_test(test_filter),          cmocka_unit_test(test_router_restart),
+        cmocka_unit_test(test_malformed),       cmocka_unit_test(test_staleness),
+        cmocka_unit_test(test_partial_rollout),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
