@@ -54,6 +54,8 @@ typedef struct rs_req {
     float *prefix_lp;     /* NULL when the request carried none */
     uint64_t *prefix_ver; /* NULL when the request carried none */
     double t_recv;
+    int stream;      /* GenerateRequest.stream: send partial results after steps */
+    int32_t *sent;   /* [n] when streaming: tokens (prefix included) already sent per sample */
     struct rs_req *next;
 } rs_req;
 
@@ -77,6 +79,7 @@ typedef struct svc {
     char host[256];
     rs_req *reqs; /* in flight */
     size_t n_reqs;
+    size_t n_streaming; /* requests in reqs with stream set: 0 skips the peeks */
     int registered;
     int register_tries;
     double next_register, register_backoff;
@@ -282,6 +285,7 @@ static void send_result(svc *s, const rs_req *r, const qn_engine_output *o, int3
 
 static void req_free(rs_req *r) {
     if (!r) return;
+    free(r->sent);
     free(r->prefix_ids);
     free(r->prefix_lp);
     free(r->prefix_ver);
@@ -293,7 +297,66 @@ static void unlink_req(svc *s, rs_req *r) {
         if (*pp == r) {
             *pp = r->next;
             s->n_reqs--;
+            if (r->stream) s->n_streaming--;
             return;
+        }
+    }
+}
+
+/* Streaming: for every sample of a streaming request, one partial GenerateResult with
+ * the tokens (the carried prefix first) not yet sent. Runs after each engine step and
+ * before collect(), so the partials of a sample always add up to its final result. */
+static void send_partials(svc *s) {
+    if (!s->n_streaming) return;
+    for (rs_req *r = s->reqs; r; r = r->next) {
+        if (!r->stream) continue;
+        for (int32_t i = 0; i < r->n; i++) {
+            qn_engine_sample smp;
+            if (qn_engine_peek(s->p->engine, r->eng_id, i, &smp) != QN_OK) continue;
+            int32_t total = r->n_prefix + smp.n_out, from = r->sent[i];
+            if (total <= from) continue;
+            size_t n = (size_t)(total - from);
+            int with_lp = r->return_logprob && (r->n_prefix == 0 || r->prefix_lp);
+            int with_ver = r->n_prefix == 0 || r->prefix_ver;
+            int32_t *ids = malloc(n * sizeof *ids);
+            float *lp = with_lp ? malloc(n * sizeof *lp) : NULL;
+            uint64_t *ver = with_ver ? malloc(n * sizeof *ver) : NULL;
+            if (!ids || (with_lp && !lp) || (with_ver && !ver)) {
+                /* the final result still carries everything; skip this delta */
+                free(ids), free(lp), free(ver);
+                continue;
+            }
+            for (int32_t t = from, k = 0; t < total; t++, k++) {
+                int pre = t < r->n_prefix;
+                int32_t e = t - r->n_prefix;
+                ids[k] = pre ? r->prefix_ids[t] : smp.ids[e];
+                if (lp) {
+                    float x = pre ? r->prefix_lp[t] : smp.logprobs[e];
+                    lp[k] = !isfinite(x) ? -FLT_MAX : (x > 0.0f ? 0.0f : x);
+                }
+                if (ver) {
+                    int64_t v = pre ? (int64_t)r->prefix_ver[t] : smp.versions[e];
+                    ver[k] = v > 0 ? (uint64_t)v : 0;
+                }
+            }
+            Quench__GenerateResult g = QUENCH__GENERATE_RESULT__INIT;
+            g.group_id = r->group_id;
+            g.sample_index = r->sample_index + (uint32_t)i;
+            g.n_output_ids = n;
+            g.output_ids = ids;
+            g.n_output_logprobs = lp ? n : 0;
+            g.output_logprobs = lp;
+            g.n_weight_versions = ver ? n : 0;
+            g.weight_versions = ver;
+            g.engine_id = (char *)s->p->engine_id;
+            g.prompt_tokens = (uint32_t)r->n_input;
+            double lat = now_s() - r->t_recv;
+            g.latency_s = isfinite(lat) && lat > 0 ? lat : 0.0;
+            g.partial = 1;
+            Quench__Envelope env = qn_envelope_generate_result(&g);
+            send_env(s, &env, r->env_id);
+            free(ids), free(lp), free(ver);
+            r->sent[i] = total;
         }
     }
 }
@@ -386,6 +449,16 @@ static void on_generate(svc *s, uint64_t rid, const Quench__GenerateRequest *g) 
     r->return_logprob = g->return_logprob;
     r->n_prefix = (int32_t)np;
     r->t_recv = now_s();
+    if (g->stream) {
+        r->sent = calloc((size_t)n, sizeof *r->sent);
+        if (!r->sent) {
+            req_free(r);
+            free(prompt);
+            refuse_request(s, rid, g, "engine out of memory");
+            return;
+        }
+        r->stream = 1;
+    }
     qn_engine_request er = {.prompt = prompt,
                             .n_prompt = (int32_t)(ni + np),
                             .params = sp,
@@ -407,6 +480,7 @@ static void on_generate(svc *s, uint64_t rid, const Quench__GenerateRequest *g) 
     r->next = s->reqs;
     s->reqs = r;
     s->n_reqs++;
+    if (r->stream) s->n_streaming++;
 }
 
 static void on_abort(svc *s, const Quench__AbortRequest *a) {
@@ -882,6 +956,7 @@ static void fail_all(svc *s, const char *why) {
         rs_req *r = s->reqs;
         s->reqs = r->next;
         s->n_reqs--;
+        if (r->stream) s->n_streaming--;
         for (int32_t i = 0; i < r->n; i++)
             send_error_result(s, r->env_id, r->group_id, r->sample_index + (uint32_t)i, why);
         req_free(r);
@@ -958,6 +1033,7 @@ static qn_status serve(svc *s) {
                 fail_all(s, why);
                 return qn_fail(st, "%s", why);
             }
+            send_partials(s);
         }
         collect(s);
     }

@@ -17,8 +17,9 @@
  * and dropped. Per request a bitmap of its n samples records what was
  * already forwarded: a sample is forwarded once.
  *
- * Leaves out: token-by-token streaming (the protocol has no partial
- * results yet: streamed completions are sent as one chunk per choice),
+ * Streaming HTTP requests set GenerateRequest.stream; the engine's partial
+ * results are forwarded as events (router_http.c) and never complete a
+ * request. Leaves out: resuming a stream on another engine (cut instead),
  * continuing a re-sent request from its partial output (it starts from
  * scratch), persistence of queued requests across router restarts, and
  * Redis calls off the loop thread (they are synchronous with a timeout). */
@@ -243,6 +244,7 @@ void rt_req_free(rt_req *q) {
         for (uint32_t i = 0; q->http->results && i < q->n; i++)
             qn_envelope_free(q->http->results[i]);
         free(q->http->results);
+        rt_http_stream_free(q->http, q->n);
         qn_rj_request_free(&q->http->rj);
         free(q->http);
     }
@@ -288,7 +290,9 @@ static void req_fail(rt *r, rt_req *q, int status, const char *msg) {
     if (q->where == RQ_INFLIGHT && q->engine) send_abort(r, q);
     req_detach(r, q);
     r->req_failed++;
-    if (q->from_http) {
+    if (q->from_http && q->http->sse) {
+        rt_http_stream_error(q->http, status, msg);
+    } else if (q->from_http) {
         qn_http_respond_error(q->http->conn, status, msg);
     } else {
         for (uint32_t i = 0; i < q->n; i++) {
@@ -352,6 +356,12 @@ void rt_pump_queue(rt *r) {
     if (r->upd_active || r->stopping) return;
     while (r->q_head) {
         rt_req *q = r->q_head;
+        if (q->from_http && q->http->sse) {
+            /* its engine went away after tokens were streamed: a new engine would
+             * start over, and the client cannot take back what it has read */
+            req_fail(r, q, 502, "engine lost while streaming; the stream is cut");
+            continue;
+        }
         rt_engine *e = pick_engine(r, q);
         if (!e) break;
         queue_remove(r, q);
@@ -540,6 +550,14 @@ static void on_result(rt *r, qn_zmsg *m) {
     uint32_t slot = g->sample_index - q->gr->sample_index;
     if (q->done[slot]) {
         r->dup_results++;
+        return;
+    }
+    if (g->partial) {
+        /* a streaming delta: never completes anything */
+        if (q->from_http)
+            rt_http_partial(r, q, slot, g);
+        else
+            rt_zsend(r, q->client, q->client_len, m->env, q->client_rid);
         return;
     }
     if (g->error && g->error[0] && (e->draining || e->version != r->version) &&

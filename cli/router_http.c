@@ -2,8 +2,8 @@
  * routing of requests to endpoints, turning POST /generate and
  * POST /v1/completions into router requests (bodies parsed by
  * router_json.c, text through the tokenizer) and their results into SGLang-
- * and OpenAI-shaped answers (streamed completions: one server-sent event per
- * finished choice), /health, /workers, DELETE /workers/<id>, and /metrics in
+ * and OpenAI-shaped answers, streaming ("stream": true) as server-sent events
+ * built from the engines' partial results, /health, /workers, DELETE /workers/<id>, and /metrics in
  * Prometheus text. The transport (limits, timeouts, keep-alive) is
  * net/http_server. */
 #include <cjson/cJSON.h>
@@ -192,6 +192,142 @@ static cJSON *completion_head(rt_req *q) {
     return o;
 }
 
+/* ------------------------------------------------------------------ streaming */
+
+/* What one choice of a streaming request has sent: every token id so far
+ * (SGLang events and text decoding need them all) and the bytes of text. */
+typedef struct rt_stream {
+    int32_t *ids;
+    size_t n, cap;
+    size_t text_sent;
+} rt_stream;
+
+void rt_http_stream_free(rt_http *h, uint32_t n) {
+    for (uint32_t i = 0; h->st && i < n; i++)
+        free(h->st[i].ids);
+    free(h->st);
+    h->st = NULL;
+}
+
+static void sse_send(rt_http *h, cJSON *o) {
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s) return;
+    qn_http_stream_write(h->conn, "data: ", 6);
+    qn_http_stream_write(h->conn, s, strlen(s));
+    qn_http_stream_write(h->conn, "\n\n", 2);
+    free(s);
+}
+
+static void sse_begin(rt_http *h) {
+    if (h->sse) return;
+    qn_http_stream_begin(h->conn, 200, "text/event-stream");
+    h->sse = true;
+}
+
+void rt_http_stream_error(rt_http *h, int status, const char *msg) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON *e = cJSON_AddObjectToObject(o, "error");
+    cJSON_AddStringToObject(e, "message", msg);
+    cJSON_AddNumberToObject(e, "code", status);
+    sse_send(h, o);
+    qn_http_stream_end(h->conn);
+}
+
+/* The text of choice `st` not yet sent: the decoded ids minus what was sent. Before the
+ * end a trailing U+FFFD (a character cut between tokens) is held back. NULL without a
+ * tokenizer. Decodes every id each time: quadratic, fine for completion lengths. */
+static char *stream_text(rt *r, rt_stream *st, bool final) {
+    char *all = decode_text(r, st->ids, st->n);
+    if (!all) return NULL;
+    size_t len = strlen(all);
+    if (!final)
+        while (len >= 3 && memcmp(all + len - 3, "\xEF\xBF\xBD", 3) == 0)
+            len -= 3;
+    size_t from = st->text_sent < len ? st->text_sent : len;
+    char *out = strndup(all + from, len - from);
+    if (out && len > st->text_sent) st->text_sent = len;
+    free(all);
+    return out;
+}
+
+static bool stream_add(rt_stream *st, const int32_t *ids, size_t n) {
+    if (st->n + n > st->cap) {
+        size_t cap = st->cap * 2 + n + 16;
+        int32_t *p = realloc(st->ids, cap * sizeof *p);
+        if (!p) return false;
+        st->ids = p;
+        st->cap = cap;
+    }
+    if (n) memcpy(st->ids + st->n, ids, n * sizeof *ids);
+    st->n += n;
+    return true;
+}
+
+/* One event for choice i: the tokens of g from `from` on (a partial result: all of
+ * them; the final one: those not streamed yet). */
+static void stream_event(rt *r, rt_req *q, uint32_t i, const Quench__GenerateResult *g,
+                         size_t from, bool final) {
+    rt_http *h = q->http;
+    rt_stream *st = &h->st[i];
+    size_t n = g->n_output_ids > from ? g->n_output_ids - from : 0;
+    if (!stream_add(st, g->output_ids + from, n)) return;
+    if (h->rj.api == QN_RAPI_GENERATE) {
+        /* SGLang's shape: every event has the output so far */
+        Quench__GenerateResult so_far = *g;
+        so_far.output_ids = st->ids;
+        so_far.n_output_ids = st->n;
+        if (!final) so_far.n_output_logprobs = 0, so_far.n_weight_versions = 0;
+        cJSON *o = generate_object(r, q, &so_far);
+        if (q->n > 1) cJSON_AddNumberToObject(o, "index", i);
+        sse_send(h, o);
+        return;
+    }
+    cJSON *o = completion_head(q);
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "choices"), c);
+    cJSON_AddNumberToObject(c, "index", i);
+    char *text = stream_text(r, st, final);
+    cJSON_AddStringToObject(c, "text", text ? text : "");
+    free(text);
+    cJSON_AddItemToObject(c, "token_ids", cJSON_CreateIntArray(g->output_ids + from, (int)n));
+    if (h->rj.return_logprob) {
+        cJSON *lp = cJSON_AddObjectToObject(c, "logprobs");
+        cJSON *toks = cJSON_AddArrayToObject(lp, "tokens");
+        cJSON *tlp = cJSON_AddArrayToObject(lp, "token_logprobs");
+        for (size_t k = from; k < g->n_output_ids; k++) {
+            char buf[32];
+            char *t = decode_text(r, &g->output_ids[k], 1);
+            if (!t) snprintf(buf, sizeof buf, "token_id:%d", g->output_ids[k]);
+            cJSON_AddItemToArray(toks, cJSON_CreateString(t ? t : buf));
+            free(t);
+            cJSON_AddItemToArray(tlp, k < g->n_output_logprobs
+                                          ? cJSON_CreateNumber(g->output_logprobs[k])
+                                          : cJSON_CreateNull());
+        }
+        cJSON_AddNullToObject(lp, "top_logprobs");
+    } else {
+        cJSON_AddNullToObject(c, "logprobs");
+    }
+    const char *fr = final ? finish_name(g->finish_reason) : NULL;
+    if (fr)
+        cJSON_AddStringToObject(c, "finish_reason", fr);
+    else
+        cJSON_AddNullToObject(c, "finish_reason");
+    sse_send(h, o);
+}
+
+void rt_http_partial(rt *r, rt_req *q, uint32_t slot, const Quench__GenerateResult *g) {
+    rt_http *h = q->http;
+    if (!h->rj.stream || g->n_output_ids == 0) return;
+    if (!h->st) {
+        h->st = calloc(q->n, sizeof *h->st);
+        if (!h->st) return; /* the final event still carries everything */
+    }
+    sse_begin(h);
+    stream_event(r, q, slot, g, 0, false);
+}
+
 /* All n results are in: answer the HTTP client. */
 void rt_http_answer(rt *r, rt_req *q) {
     rt_http *h = q->http;
@@ -201,9 +337,29 @@ void rt_http_answer(rt *r, rt_req *q) {
         if (g->error && g->error[0]) {
             char msg[600];
             snprintf(msg, sizeof msg, "engine %s refused the request: %s", g->engine_id, g->error);
-            qn_http_respond_error(h->conn, 400, msg);
+            if (h->sse)
+                rt_http_stream_error(h, 400, msg);
+            else
+                qn_http_respond_error(h->conn, 400, msg);
             return;
         }
+    }
+    if (h->rj.stream) {
+        if (!h->st) h->st = calloc(q->n, sizeof *h->st);
+        if (!h->st) {
+            qn_http_respond_error(h->conn, 500, "out of memory");
+            return;
+        }
+        sse_begin(h);
+        for (uint32_t i = 0; i < q->n; i++) {
+            const Quench__GenerateResult *g = h->results[i]->generate_result;
+            /* the final result repeats every token: send those no partial carried */
+            size_t from = h->st[i].n < g->n_output_ids ? h->st[i].n : g->n_output_ids;
+            stream_event(r, q, i, g, from, true);
+        }
+        qn_http_stream_write(h->conn, "data: [DONE]\n\n", 14);
+        qn_http_stream_end(h->conn);
+        return;
     }
     if (h->rj.api == QN_RAPI_GENERATE) {
         cJSON *out = q->n > 1 ? cJSON_CreateArray() : NULL;
@@ -219,25 +375,6 @@ void rt_http_answer(rt *r, rt_req *q) {
     uint64_t completion = 0, prompt = q->gr->n_input_ids;
     for (uint32_t i = 0; i < q->n; i++)
         completion += h->results[i]->generate_result->n_output_ids;
-    if (h->rj.stream) {
-        qn_http_stream_begin(h->conn, 200, "text/event-stream");
-        for (uint32_t i = 0; i < q->n; i++) {
-            cJSON *o = completion_head(q);
-            cJSON *ch = cJSON_AddArrayToObject(o, "choices");
-            cJSON_AddItemToArray(ch, completion_choice(r, q, i, h->results[i]->generate_result));
-            char *s = cJSON_PrintUnformatted(o);
-            cJSON_Delete(o);
-            if (s) {
-                qn_http_stream_write(h->conn, "data: ", 6);
-                qn_http_stream_write(h->conn, s, strlen(s));
-                qn_http_stream_write(h->conn, "\n\n", 2);
-            }
-            free(s);
-        }
-        qn_http_stream_write(h->conn, "data: [DONE]\n\n", 14);
-        qn_http_stream_end(h->conn);
-        return;
-    }
     cJSON *o = completion_head(q);
     cJSON *ch = cJSON_AddArrayToObject(o, "choices");
     for (uint32_t i = 0; i < q->n; i++)
@@ -315,6 +452,7 @@ static void http_submit(rt *r, qn_http_conn *conn, qn_rapi api, const qn_http_re
     h->gr.n_input_ids = h->rj.n_input;
     h->gr.input_ids = h->rj.input_ids;
     h->gr.return_logprob = h->rj.return_logprob;
+    h->gr.stream = h->rj.stream;
     q->from_http = true;
     q->http = h;
     q->gr = &h->gr;

@@ -60,6 +60,8 @@ typedef struct rt_http {
     Quench__SamplingParams sp;
     Quench__Envelope **results; /* n decoded envelopes, owned */
     uint64_t deadline;
+    bool sse;                   /* streaming: the event stream has begun */
+    struct rt_stream *st;       /* streaming: [n] what each choice has sent so far */
 } rt_http;
 
 typedef struct rt_req {
@@ -157,6 +159,12 @@ qn_status rt_zsend(rt *r, const uint8_t *ident, size_t len, const Quench__Envelo
 /* router_http.c */
 /* all n samples of HTTP request q are in: answers its client */
 void rt_http_answer(rt *r, rt_req *q);
+/* Streaming: forwards the partial result g of choice `slot` as an event. */
+void rt_http_partial(rt *r, rt_req *q, uint32_t slot, const Quench__GenerateResult *g);
+/* Frees the streaming state of h (rt_req_free calls it). */
+void rt_http_stream_free(rt_http *h, uint32_t n);
+/* Ends a begun event stream with an error event (status, msg). */
+void rt_http_stream_error(rt_http *h, int status, const char *msg);
 /* the qn_http_handler of the router's server (user = rt *) */
 void rt_on_http(qn_http_conn *conn, const qn_http_request *hr, void *user);
 

@@ -195,6 +195,7 @@ static qn_status parse_generate(const cJSON *root, qn_rj_request *r) {
             return qn_fail(QN_ERR_FORMAT, "sampling_params: expected an object");
         QN_CHECK(get_sampling(sp, "sampling_params.", "max_new_tokens", r));
     }
+    QN_CHECK(get_bool(root, "", "stream", &r->stream));
     return get_bool(root, "", "return_logprob", &r->return_logprob);
 }
 

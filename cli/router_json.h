@@ -7,7 +7,7 @@
  * strings (tests/fuzz/fuzz_router_json.c includes router_json.c, since cli/
  * is linked only into the quench binary). Leaves out: batched prompts
  * (a list of prompts in one call), OpenAI's echo, best_of, suffix and
- * top-logprob alternatives, SGLang's streaming and image inputs. */
+ * top-logprob alternatives and SGLang's image inputs. */
 #ifndef QN_CLI_ROUTER_JSON_H
 #define QN_CLI_ROUTER_JSON_H
 
@@ -49,7 +49,7 @@ typedef struct qn_rj_request {
     int32_t *stop_ids;
     size_t n_stop_ids;
     bool return_logprob;
-    bool stream;     /* completions only */
+    bool stream;     /* server-sent events, token by token */
     char model[128]; /* completions: echoed back; "quench" when absent */
 } qn_rj_request;
 

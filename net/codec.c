@@ -250,7 +250,10 @@ static qn_status check_generate_result(const char *w, const Quench__GenerateResu
     QN_CHECK(check_parallel(w, "weight_versions", r->n_weight_versions, "output_ids",
                             r->n_output_ids));
     QN_CHECK(check_logprobs(w, "output_logprobs", r->n_output_logprobs, r->output_logprobs));
-    if ((!r->error || !*r->error) && r->finish_reason == QUENCH__FINISH_REASON__FINISH_REASON_UNSPECIFIED)
+    if (r->partial && r->error && *r->error)
+        return qn_fail(QN_ERR_FORMAT, "%s.error: set in a partial (streaming) result", w);
+    if (!r->partial && (!r->error || !*r->error) &&
+        r->finish_reason == QUENCH__FINISH_REASON__FINISH_REASON_UNSPECIFIED)
         return qn_fail(QN_ERR_FORMAT,
                        "%s.finish_reason: is unspecified in a result without an error", w);
     if (r->cached_tokens > r->prompt_tokens)

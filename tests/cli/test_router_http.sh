@@ -130,19 +130,75 @@ for c in ch:
 u = o["usage"]
 assert u["prompt_tokens"] == 3 and u["completion_tokens"] == n and u["total_tokens"] == 3 + n, u
 EOF
-req POST /v1/completions '{"prompt":[7,8,9],"max_tokens":4,"n":2,"stream":true}'
+echo "== 1b. token-by-token streaming"
+req POST /v1/completions '{"prompt":[7,8,9],"max_tokens":8,"temperature":0,"logprobs":1}'
+[ "$CODE" = 200 ] || fail "/v1/completions greedy: $CODE"
+cp "$TMP/body" "$TMP/whole"
+req POST /v1/completions '{"prompt":[7,8,9],"max_tokens":8,"temperature":0,"logprobs":1,"stream":true}'
 [ "$CODE" = 200 ] || fail "/v1/completions stream: $CODE"
-check stream <<'EOF'
-import json, sys
+$PY - "$TMP/body" "$TMP/whole" <<'EOF' || fail "stream: $(head -c 1500 "$TMP/body")"
+import json, math, sys
 raw = open(sys.argv[1]).read()
+whole = json.load(open(sys.argv[2]))["choices"][0]
 assert raw.endswith("data: [DONE]\n\n"), raw[-80:]
 events = raw.split("\n\n")[:-1]
-assert events[-1] == "data: [DONE]" and len(events) == 3, events
+assert events[-1] == "data: [DONE]", events
+chunks = []
 for e in events[:-1]:
     assert e.startswith("data: "), e
     o = json.loads(e[6:])
-    assert o["object"] == "text_completion" and len(o["choices"]) == 1
-    assert o["choices"][0]["finish_reason"] in ("stop", "length")
+    assert o["object"] == "text_completion" and len(o["choices"]) == 1, o
+    chunks.append(o["choices"][0])
+# one engine step per token: more than one chunk of content
+assert len(chunks) > 2, f"only {len(chunks)} events"
+assert all(c["index"] == 0 for c in chunks)
+assert all(c["finish_reason"] is None for c in chunks[:-1]), chunks
+assert chunks[-1]["finish_reason"] == whole["finish_reason"], (chunks[-1], whole)
+ids = [t for c in chunks for t in c["token_ids"]]
+assert ids == whole["token_ids"], (ids, whole["token_ids"])
+assert "".join(c["text"] for c in chunks) == whole["text"], chunks
+lp = [x for c in chunks for x in c["logprobs"]["token_logprobs"]]
+want = whole["logprobs"]["token_logprobs"]
+assert len(lp) == len(want) and all(math.isfinite(a) and math.isfinite(b) and abs(a - b) < 1e-5
+                                    for a, b in zip(lp, want)), (lp, want)
+print(f"stream: {len(chunks)} events for {len(ids)} tokens")
+EOF
+req POST /v1/completions '{"prompt":[7,8,9],"max_tokens":4,"n":2,"stream":true}'
+[ "$CODE" = 200 ] || fail "/v1/completions stream n=2: $CODE"
+check "stream n=2" <<'EOF'
+import json, sys
+raw = open(sys.argv[1]).read()
+events = raw.split("\n\n")[:-1]
+assert events[-1] == "data: [DONE]", events
+fin = {}
+for e in events[:-1]:
+    c = json.loads(e[6:])["choices"][0]
+    assert c["index"] in (0, 1) and c["index"] not in fin, (c, fin)
+    if c["finish_reason"] is not None:
+        assert c["finish_reason"] in ("stop", "length")
+        fin[c["index"]] = c
+assert sorted(fin) == [0, 1], events
+EOF
+req POST /generate '{"input_ids":[7,8,9],"sampling_params":{"max_new_tokens":8,"temperature":0}}'
+[ "$CODE" = 200 ] || fail "/generate greedy: $CODE"
+cp "$TMP/body" "$TMP/whole"
+req POST /generate '{"input_ids":[7,8,9],"sampling_params":{"max_new_tokens":8,"temperature":0},"stream":true}'
+[ "$CODE" = 200 ] || fail "/generate stream: $CODE"
+$PY - "$TMP/body" "$TMP/whole" <<'EOF' || fail "generate stream: $(head -c 1500 "$TMP/body")"
+import json, sys
+raw = open(sys.argv[1]).read()
+whole = json.load(open(sys.argv[2]))
+events = raw.split("\n\n")[:-1]
+assert events[-1] == "data: [DONE]", events
+objs = [json.loads(e[6:]) for e in events[:-1]]
+assert len(objs) > 2, f"only {len(objs)} events"
+for a, b in zip(objs, objs[1:]):  # SGLang's shape: the output so far, growing
+    assert b["output_ids"][:len(a["output_ids"])] == a["output_ids"], (a, b)
+    assert a["meta_info"]["finish_reason"] is None, a
+assert objs[-1]["output_ids"] == whole["output_ids"], (objs[-1], whole)
+assert objs[-1]["meta_info"]["finish_reason"] == whole["meta_info"]["finish_reason"]
+assert objs[-1].get("text") == whole.get("text")
+print(f"generate stream: {len(objs)} events")
 EOF
 req GET /workers
 [ "$CODE" = 200 ] || fail "/workers: $CODE"

@@ -921,6 +921,12 @@ static void test_garbage(void **state) {
     X(result_no_finish, generate_result,                                                      \
       e->generate_result->finish_reason = 0; e->generate_result->error = "", QN_ERR_FORMAT,  \
       "GenerateResult.finish_reason: is unspecified")                                         \
+    X(result_partial_no_finish_ok, generate_result,                                           \
+      e->generate_result->finish_reason = 0; e->generate_result->error = "";                 \
+      e->generate_result->partial = 1, QN_OK, "")                                             \
+    X(result_partial_error, generate_result,                                                  \
+      e->generate_result->partial = 1; e->generate_result->error = "boom", QN_ERR_FORMAT,    \
+      "GenerateResult.error: set in a partial")                                               \
     X(result_unknown_finish, generate_result,                                                 \
       e->generate_result->finish_reason = (Quench__FinishReason)99, QN_ERR_RANGE,             \
       "GenerateResult.finish_reason: unknown quench.FinishReason value 99")                   \

@@ -69,6 +69,7 @@ typedef struct res {
     uint32_t prompt_tokens;
     double latency;
     char engine[64];
+    int partial;
 } res;
 
 typedef struct peer {
@@ -258,6 +259,7 @@ static void copy_result(res *o, uint64_t rid, const Quench__GenerateResult *r) {
     snprintf(o->err, sizeof o->err, "%s", r->error ? r->error : "");
     o->prompt_tokens = r->prompt_tokens;
     o->latency = r->latency_s;
+    o->partial = r->partial;
     snprintf(o->engine, sizeof o->engine, "%s", r->engine_id ? r->engine_id : "");
 }
 
@@ -642,6 +644,77 @@ static void test_prefix_continuation(void **state) {
     assert_int_equal(out.n_ver, 10);
 }
 
+/* GenerateRequest.stream: partial results carry the new tokens after engine steps, and
+ * per sample they add up to the final result (a carried prefix included). */
+static void test_stream(void **state) {
+    (void)state;
+    int32_t prompt[7], pre[2] = {5, 9};
+    float plp[2] = {-0.5f, -1.5f};
+    uint64_t pver[2] = {0, 0};
+    make_prompt(prompt, 7, 777);
+    for (int with_prefix = 0; with_prefix < 2; with_prefix++) {
+        Quench__SamplingParams sp = QUENCH__SAMPLING_PARAMS__INIT;
+        sp.temperature = 0.8f;
+        sp.max_new_tokens = 8;
+        sp.seed = 11;
+        sp.has_seed = 1;
+        sp.n = 2;
+        Quench__GenerateRequest r = QUENCH__GENERATE_REQUEST__INIT;
+        r.group_id = 9;
+        r.sample_index = 4;
+        r.n_input_ids = 7;
+        r.input_ids = prompt;
+        r.params = &sp;
+        r.return_logprob = 1;
+        r.stream = 1;
+        if (with_prefix) {
+            r.n_prefix_output_ids = r.n_prefix_output_logprobs = r.n_prefix_weight_versions = 2;
+            r.prefix_output_ids = pre;
+            r.prefix_output_logprobs = plp;
+            r.prefix_weight_versions = pver;
+        }
+        Quench__Envelope env = qn_envelope_generate_request(&r);
+        uint64_t rid = ++g.next_rid;
+        send_to(ENGINE_ID, &env, rid);
+        int32_t cat[2][MAX_TOK];
+        float cat_lp[2][MAX_TOK];
+        int n_cat[2] = {0, 0}, n_partials[2] = {0, 0}, finals = 0;
+        res fin[2];
+        while (finals < 2) {
+            res x;
+            assert_int_equal(collect(&x, 1, 10000, NULL), 1);
+            assert_int_equal(x.rid, rid);
+            assert_string_equal(x.err, "");
+            assert_true(x.sidx == 4 || x.sidx == 5);
+            int k = (int)x.sidx - 4;
+            if (x.partial) {
+                assert_true(x.n > 0 && x.n_lp == x.n && x.n_ver == x.n);
+                assert_int_equal(x.finish, 0);
+                assert_true(n_cat[k] + x.n <= MAX_TOK);
+                memcpy(cat[k] + n_cat[k], x.ids, (size_t)x.n * sizeof(int32_t));
+                memcpy(cat_lp[k] + n_cat[k], x.lp, (size_t)x.n * sizeof(float));
+                n_cat[k] += x.n;
+                n_partials[k]++;
+            } else {
+                fin[k] = x;
+                finals++;
+            }
+        }
+        for (int k = 0; k < 2; k++) {
+            /* one step makes one token per sample: several partials, not one */
+            if (n_partials[k] < 3)
+                fail_msg("sample %d: %d partial results for %d tokens", k, n_partials[k],
+                         fin[k].n);
+            assert_true(fin[k].n >= 3 && fin[k].n <= 8);
+            assert_int_equal(n_cat[k], fin[k].n);
+            assert_memory_equal(cat[k], fin[k].ids, (size_t)fin[k].n * sizeof(int32_t));
+            for (int t = 0; t < fin[k].n; t++)
+                assert_true(isfinite(cat_lp[k][t]) && cat_lp[k][t] == fin[k].lp[t]);
+            if (with_prefix) assert_memory_equal(cat[k], pre, sizeof pre);
+        }
+    }
+}
+
 /* AbortRequest ends a running request with what it has; the heartbeat counts the tokens
  * still to come. */
 static void test_abort(void **state) {
@@ -1024,6 +1097,7 @@ int main(void) {
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_garbage),
         cmocka_unit_test(test_prefix_continuation),
+        cmocka_unit_test(test_stream),
         cmocka_unit_test(test_abort),
         cmocka_unit_test(test_reregister),
         cmocka_unit_test(test_weight_update),
