@@ -1022,10 +1022,14 @@ static void test_staleness(void **state) {
  * killed (-9) and restarted after rollout 1: the carried groups survive. */
 #define PR_ROLLOUTS 4
 #define PR_MAX 64
-static void test_partial_rollout(void **state) {
-    (void)state;
+/* One partial-rollout job (its own job name, keys and logs); returns how many samples were
+ * continued from a carried prefix. */
+static size_t partial_rollout_run(const char *job) {
+    char logname[64], key_partial[64];
+    snprintf(logname, sizeof logname, "buffer_%s.log", job);
+    snprintf(key_partial, sizeof key_partial, "quench:%s:partial", job);
     char metrics[512];
-    snprintf(metrics, sizeof metrics, "%s", qn_test_path("metrics_i.jsonl"));
+    snprintf(metrics, sizeof metrics, "%s.metrics.jsonl", qn_test_path(job));
     unlink(metrics);
     char data[512];
     snprintf(data, sizeof data, "%s", qn_test_path("data_i.jsonl"));
@@ -1051,7 +1055,7 @@ static void test_partial_rollout(void **state) {
                            metrics,
                            NULL};
     bufproc b;
-    start_buffer(&b, "i", data, "buffer_i.log", extra);
+    start_buffer(&b, job, data, logname, extra);
     trainer t;
     trainer_open(&t, b.ep, "train-i");
     /* every unfinished-group record seen so far (each rollout's `partial`) */
@@ -1064,7 +1068,7 @@ static void test_partial_rollout(void **state) {
         const Quench__TrainBatch *tb = e->train_batch;
         assert_int_equal(tb->n_samples, 2 * N_SAMPLES);
         char key[64];
-        snprintf(key, sizeof key, "quench:i:rollout:%llu", (unsigned long long)r);
+        snprintf(key, sizeof key, "quench:%s:rollout:%llu", job, (unsigned long long)r);
         size_t len;
         uint8_t *raw = redis_get_raw(key, &len);
         assert_non_null(raw);
@@ -1123,7 +1127,7 @@ static void test_partial_rollout(void **state) {
         for (size_t i = 0; i < ng; i++)
             qn_envelope_free(groups[i]);
         /* what this rollout left unfinished */
-        raw = redis_get_raw("quench:i:partial", &len);
+        raw = redis_get_raw(key_partial, &len);
         assert_non_null(raw);
         size_t nn = parse_record(raw, len, carried + n_carried, PR_MAX);
         free(raw);
@@ -1138,10 +1142,10 @@ static void test_partial_rollout(void **state) {
             waitpid(b.pid, NULL, 0);
             forget(b.pid);
             trainer_close(&t);
-            start_buffer(&b, "i", data, "buffer_i.log", extra);
-            if (!wait_log("buffer_i.log", "unfinished groups of the last rollout will be continued",
+            start_buffer(&b, job, data, logname, extra);
+            if (!wait_log(logname, "unfinished groups of the last rollout will be continued",
                           10))
-                fail_msg("the restarted buffer did not load the partial groups; see buffer_i.log");
+                fail_msg("the restarted buffer did not load the partial groups; see %s", logname);
             trainer_open(&t, b.ep, "train-i2");
         }
         ack(&t, r, 0);
@@ -1150,12 +1154,23 @@ static void test_partial_rollout(void **state) {
         qn_envelope_free(carried[c]);
     fprintf(stderr, "partial rollout: %zu samples continued, %zu kept whole across %d rollouts\n",
             continued, kept_whole, PR_ROLLOUTS);
-    if (continued == 0) fail_msg("no continued sample was served; see buffer_i.log");
     assert_true(metric_of(metrics, "rollout/partial_rollout/carried_groups") > 0);
     kill(b.pid, SIGTERM);
     int st = wait_exit(b.pid, 10);
     assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
     trainer_close(&t);
+    return continued;
+}
+
+/* Whether a sample is cut mid-way when its rollout completes depends on timing: on a loaded
+ * machine every in-flight sample may finish before the abort arrives. Every run checks that
+ * nothing is lost, duplicated or restarted; up to 3 runs may be needed to see a continuation. */
+static void test_partial_rollout(void **state) {
+    (void)state;
+    static const char *const jobs[] = {"i", "i2", "i3"};
+    size_t continued = 0;
+    for (size_t k = 0; k < 3 && continued == 0; k++) continued = partial_rollout_run(jobs[k]);
+    if (continued == 0) fail_msg("no continued sample was served in 3 runs; see buffer_i*.log");
 }
 
 int main(void) {
