@@ -43,6 +43,7 @@
 #include "core/model/model.h"
 #include "net/codec.h"
 #include "net/zchan.h"
+#include "core/clock.h"
 
 typedef struct bench_router_cfg {
     char *config;
@@ -88,12 +89,6 @@ void qn_help_bench_router(FILE *out) {
     qn_flags_print_help(&k_brt_table, out);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* ------------------------------------------------------------------ processes */
 
 #define BRT_MAX_PROCS 80
@@ -137,10 +132,10 @@ static pid_t spawn(brt *b, const char *const *argv, const char *log_name) {
 static void stop_all(brt *b) {
     for (int i = 0; i < b->n_procs; i++)
         kill(b->procs[i], SIGTERM);
-    double end = now_s() + 3.0;
+    double end = qn_now_s() + 3.0;
     for (int i = 0; i < b->n_procs; i++) {
         while (waitpid(b->procs[i], NULL, WNOHANG) == 0) {
-            if (now_s() > end) {
+            if (qn_now_s() > end) {
                 kill(b->procs[i], SIGKILL);
                 waitpid(b->procs[i], NULL, 0);
                 break;
@@ -242,9 +237,9 @@ static qn_status start_services(brt *b) {
                            "1000000",
                            NULL};
     if (spawn(b, rargv, "router.log") < 0) return qn_fail(QN_ERR_IO, "bench router: fork failed");
-    double end = now_s() + 15.0;
+    double end = qn_now_s() + 15.0;
     bool up = false;
-    while (!up && now_s() < end) {
+    while (!up && qn_now_s() < end) {
         FILE *f = fopen(port_file, "r");
         if (f) {
             up = fscanf(f, "zmq=%255s http=%d", b->zmq, &b->http) == 2;
@@ -279,8 +274,8 @@ static qn_status start_services(brt *b) {
                                NULL};
         if (spawn(b, eargv, log) < 0) return qn_fail(QN_ERR_IO, "bench router: fork failed");
     }
-    end = now_s() + 60.0;
-    while (now_s() < end) {
+    end = qn_now_s() + 60.0;
+    while (qn_now_s() < end) {
         if (health(b) == (int)c->engines) return QN_OK;
         if (any_exited(b)) break;
         usleep(50000);
@@ -335,7 +330,7 @@ static void http_request(brt *b, hclient *cl, const char *url) {
     curl_easy_setopt(cl->h, CURLOPT_URL, url);
     curl_easy_setopt(cl->h, CURLOPT_COPYPOSTFIELDS, json);
     free(json);
-    cl->t0 = now_s();
+    cl->t0 = qn_now_s();
 }
 
 static qn_status run_http(brt *b) {
@@ -359,7 +354,7 @@ static qn_status run_http(brt *b) {
     char first_err[256] = "";
     pid_t router_pid = b->procs[0];
     double router_cpu0 = proc_cpu_s(router_pid);
-    double t_start = now_s(), t_end = t_start + (double)c->seconds;
+    double t_start = qn_now_s(), t_end = t_start + (double)c->seconds;
     size_t active = 0;
     for (size_t i = 0; i < nc; i++) {
         cl[i].h = curl_easy_init();
@@ -375,7 +370,7 @@ static qn_status run_http(brt *b) {
         active++;
     }
     double hard_end = t_end + 60.0;
-    while (active > 0 && now_s() < hard_end) {
+    while (active > 0 && qn_now_s() < hard_end) {
         int running = 0;
         curl_multi_perform(mh, &running);
         CURLMsg *msg;
@@ -384,7 +379,7 @@ static qn_status run_http(brt *b) {
             if (msg->msg != CURLMSG_DONE) continue;
             hclient *x = NULL;
             curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-            double t = now_s();
+            double t = qn_now_s();
             long code = 0;
             curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &code);
             bool ok = msg->data.result == CURLE_OK && code == 200;
@@ -423,7 +418,7 @@ static qn_status run_http(brt *b) {
         }
         curl_multi_poll(mh, NULL, 0, 50, NULL);
     }
-    double wall = (now_s() < t_end ? now_s() : t_end) - t_start;
+    double wall = (qn_now_s() < t_end ? qn_now_s() : t_end) - t_start;
     double router_cpu = proc_cpu_s(router_pid) - router_cpu0;
     for (size_t i = 0; i < nc; i++) {
         if (!cl[i].h) continue;
@@ -498,18 +493,18 @@ static bool serve_engine_msg(zside *z, qn_zmsg *m, bool *registered, bool *beat)
 static double zcall(zside *z, bool direct, Quench__GenerateRequest *req) {
     Quench__Envelope env = qn_envelope_generate_request(req);
     uint64_t rid = ++z->rid;
-    double t0 = now_s();
+    double t0 = qn_now_s();
     qn_status st = direct ? qn_zsend(z->direct, (const uint8_t *)DIRECT_ID, strlen(DIRECT_ID), &env,
                                      rid, "router")
                           : qn_zsend(z->client, NULL, 0, &env, rid, "bench");
     if (st != QN_OK) return -1;
     double end = t0 + 30.0;
-    while (now_s() < end) {
+    while (qn_now_s() < end) {
         qn_zmsg m;
         st = qn_zrecv(direct ? z->direct : z->client, direct, 1000, &m);
         if (st == QN_ERR_TIMEOUT) continue;
         if (st != QN_OK) return -1;
-        double t = now_s();
+        double t = qn_now_s();
         bool reg = false, beat = false;
         if (direct && serve_engine_msg(z, &m, &reg, &beat)) {
             qn_zmsg_clear(&m);
@@ -563,8 +558,8 @@ static qn_status run_overhead(brt *b) {
     }
     /* the direct engine registers and heartbeats once */
     bool reg = false, beat = false;
-    double end = now_s() + 60.0;
-    while (!(reg && beat) && now_s() < end) {
+    double end = qn_now_s() + 60.0;
+    while (!(reg && beat) && qn_now_s() < end) {
         qn_zmsg m;
         qn_status rs = qn_zrecv(z.direct, true, 200, &m);
         if (rs == QN_OK) {

@@ -31,6 +31,7 @@
 #include "trainer/loss.h"
 #include "trainer/optimizer.h"
 #include "trainer/packing.h"
+#include "core/clock.h"
 
 typedef struct bench_train_cfg {
     char *config;
@@ -70,12 +71,6 @@ static const qn_flag_table k_bt_table = {
     .cfg_size = sizeof(bench_train_cfg)};
 
 void qn_help_bench_train(FILE *out) { qn_flags_print_help(&k_bt_table, out); }
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static uint64_t xs(uint64_t *x) {
     *x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
@@ -181,7 +176,7 @@ static qn_status run_step(bt_run *r, const bench_train_cfg *cfg, bool padded, qn
     r->computed = 0;
     QN_CHECK_GOTO(buf_alloc(&r->b, maxT, maxS), s, done);
     QN_CHECK_GOTO(qn_model_ws_init(&r->ws, r->m, maxT, maxT), s, done);
-    double t0 = now_s();
+    double t0 = qn_now_s();
     qn_model_zero_grads(r->m);
     for (int64_t mb = 0; mb < pl.mb_start[1]; mb++) {
         int64_t ns = pl.mb_off[mb + 1] - pl.mb_off[mb], longest = 0;
@@ -192,7 +187,7 @@ static qn_status run_step(bt_run *r, const bench_train_cfg *cfg, bool padded, qn
                       done);
     }
     QN_CHECK_GOTO(qn_adamw_step(opt, r->m->w, r->m->g, NULL), s, done);
-    *secs = now_s() - t0;
+    *secs = qn_now_s() - t0;
     printf("%-7s %3lld micro-batches, %7lld tokens computed: %.2f s\n",
            padded ? "padded" : "packed", (long long)pl.mb_start[1], (long long)r->computed, *secs);
     fflush(stdout);

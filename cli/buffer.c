@@ -39,6 +39,7 @@
 #include "net/zchan.h"
 #include "rewards/rewards.h"
 #include "trainer/advantages.h"
+#include "core/clock.h"
 
 #define BLOB_MAGIC "QNRB"
 #define BLOB_VERSION 1u
@@ -52,12 +53,6 @@ static volatile sig_atomic_t g_stop;
 static void on_signal(int sig) {
     (void)sig;
     g_stop = 1;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 typedef struct slot {
@@ -398,11 +393,11 @@ static void send_sample(buf *b, grp *g, uint32_t k) {
     if (qn_zsend(b->dealer, NULL, 0, &env, rid, b->identity) != QN_OK) {
         /* the router is not there yet (queue full): try again shortly */
         s->rid = 0;
-        s->retry_at = now_s() + 0.5;
+        s->retry_at = qn_now_s() + 0.5;
         return;
     }
     s->rid = rid;
-    s->sent_at = now_s();
+    s->sent_at = qn_now_s();
 }
 
 static grp *new_group(buf *b) {
@@ -766,7 +761,7 @@ static qn_status group_done(buf *b, grp *g) {
     }
     b->kept = nk;
     b->kept[b->n_kept++] = kg;
-    double t = now_s();
+    double t = qn_now_s();
     if (b->n_kept == 1 || t - b->progress_at >= 5.0) {
         b->progress_at = t; /* first group, then every 5 s: long rollouts show they move */
         QN_LOG_INFO("buffer: rollout %" PRIu64 ": %zu/%u groups ready", b->next, b->n_kept,
@@ -794,7 +789,7 @@ out:
 static qn_status group_stale(buf *b, const grp *g, bool *stale, uint64_t *oldest) {
     *stale = false;
     if (b->o->max_staleness < 0) return QN_OK;
-    double t = now_s();
+    double t = qn_now_s();
     if (t - b->version_at >= VERSION_POLL_S) {
         QN_CHECK(redis_get_u64(b, "weight_version", &b->cur_version, &b->have_version));
         b->version_at = t;
@@ -821,7 +816,7 @@ static qn_status group_complete(buf *b, grp *g) {
     QN_CHECK(group_stale(b, g, &stale, &oldest));
     if (!stale) return group_done(b, g);
     b->st.stale++;
-    double t = now_s();
+    double t = qn_now_s();
     if (t - b->stale_log_at >= 1.0) { /* at most a line a second: it can loop */
         b->stale_log_at = t;
         QN_LOG_WARN("buffer: group %" PRIu64 " is stale (a token of weight version %" PRIu64
@@ -935,7 +930,7 @@ static qn_status on_result(buf *b, Quench__Envelope *env, uint64_t rid) {
         double delay = 0.1 * (double)(1u << (s->errors < 7 ? s->errors : 7));
         QN_LOG_WARN("buffer: group %" PRIu64 " sample %u refused (%s); retrying in %.1f s", g->gid,
                     r->sample_index, r->error, delay);
-        s->retry_at = now_s() + delay;
+        s->retry_at = qn_now_s() + delay;
         qn_envelope_free(env);
         return QN_OK;
     }
@@ -948,7 +943,7 @@ static qn_status on_result(buf *b, Quench__Envelope *env, uint64_t rid) {
  * within --request-timeout-s (or all unanswered ones after the router came
  * back: it forgot them). */
 static void resend_due(buf *b, bool all) {
-    double t = now_s();
+    double t = qn_now_s();
     for (size_t i = 0; i < b->n_groups; i++) {
         grp *g = &b->groups[i];
         if (!g->active) continue;
@@ -1219,7 +1214,7 @@ static qn_status finish_rollout(buf *b) {
         /* the aborted samples answer with the tokens they have: wait for them (bounded) */
         if (!b->draining) {
             b->draining = true;
-            b->drain_until = now_s() + DRAIN_S;
+            b->drain_until = qn_now_s() + DRAIN_S;
             size_t m = send_aborts(b);
             if (m)
                 QN_LOG_INFO("buffer: rollout %" PRIu64 ": %zu samples aborted, waiting for "
@@ -1227,7 +1222,7 @@ static qn_status finish_rollout(buf *b) {
                             b->next, m);
         }
         size_t m = in_flight(b);
-        if (m && now_s() < b->drain_until) return QN_OK;
+        if (m && qn_now_s() < b->drain_until) return QN_OK;
         if (m)
             QN_LOG_WARN("buffer: rollout %" PRIu64 ": %zu aborted samples did not answer in "
                         "%.0f s; they keep what they had before",
@@ -1245,7 +1240,7 @@ static qn_status finish_rollout(buf *b) {
     free(blob);
     free(pblob);
     if (st != QN_OK) return st;
-    double secs = now_s() - b->started;
+    double secs = qn_now_s() - b->started;
     QN_LOG_INFO("buffer: rollout %" PRIu64 " persisted: %zu groups, data cursor %" PRIu64
                 ", %.2f s",
                 b->next, b->n_kept, b->launch_cursor, secs);
@@ -1262,7 +1257,7 @@ static qn_status finish_rollout(buf *b) {
 static qn_status start_rollout(buf *b) {
     b->making = true;
     b->launch_cursor = b->cursor;
-    b->started = now_s();
+    b->started = qn_now_s();
     memset(&b->st, 0, sizeof b->st);
     QN_LOG_INFO("buffer: rollout %" PRIu64 ": generating from data cursor %" PRIu64, b->next,
                 b->cursor);
@@ -1278,7 +1273,7 @@ static void on_monitor(buf *b) {
     if (zmq_msg_size(&m1) < 6) goto done;
     uint16_t ev;
     memcpy(&ev, zmq_msg_data(&m1), 2);
-    double t = now_s();
+    double t = qn_now_s();
     if (ev == ZMQ_EVENT_CONNECTED) {
         bool was_down = !b->router_up && b->unreachable_logs > 0;
         b->router_up = true;
@@ -1447,7 +1442,7 @@ static qn_status step(buf *b) {
             char why[256];
             snprintf(why, sizeof why, "malformed message: %s", qn_last_error());
             b->bad_msgs++;
-            double t = now_s();
+            double t = qn_now_s();
             if (t - b->bad_log_at >= 1.0) {
                 b->bad_log_at = t;
                 QN_LOG_WARN("buffer: bad message from trainer '%s' (%" PRIu64 " so far): %s",

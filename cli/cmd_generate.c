@@ -35,6 +35,7 @@
 #include "core/tokenizer/tokenizer.h"
 #include "rollout/engine.h"
 #include "rollout/sampler.h"
+#include "core/clock.h"
 
 /* Exit status when some lines were refused and the others generated. */
 enum { GEN_EXIT_REFUSED = 3 };
@@ -42,8 +43,8 @@ enum { GEN_EXIT_REFUSED = 3 };
 typedef struct gen_cfg {
     char *model, *input, *output, *tokenizer, *chat_template;
     double temperature, top_p, min_p;
-    int64_t top_k, max_new_tokens, seed, n_samples, max_running, kv_cache_tokens,
-        max_prefill_tokens, block_size, context_len, threads;
+    int64_t top_k, max_new_tokens, seed, n_samples, threads;
+    qn_engine_flags eng;
     qn_int_list stop_token_ids;
     qn_string_list stop;
     int quantize;
@@ -75,15 +76,7 @@ static const qn_flag k_gen_flags[] = {
              "depends on the input order)"),
     QN_F_INT(gen_cfg, n_samples, "n-samples-per-prompt", "1", 1, 65536,
              "samples per request (the GRPO group), sharing the prompt's prefill"),
-    QN_F_INT(gen_cfg, max_running, "max-running-requests", "256", 1, 1048576,
-             "sequences in the running batch"),
-    QN_F_INT(gen_cfg, kv_cache_tokens, "kv-cache-tokens", "65536", 1, 1e12,
-             "KV cache capacity in tokens (rounded up to whole blocks)"),
-    QN_F_INT(gen_cfg, max_prefill_tokens, "max-prefill-tokens", "2048", 1, 1e9,
-             "prompt tokens computed per step (chunked prefill budget)"),
-    QN_F_INT(gen_cfg, block_size, "block-size", "16", 1, 64, "tokens per KV cache block"),
-    QN_F_INT(gen_cfg, context_len, "context-len", "0", 0, 1e12,
-             "positions per sequence; 0: the config's max_position_embeddings"),
+    QN_ENGINE_FLAGS(gen_cfg, eng),
     QN_F_CHOICE(gen_cfg, quantize, "quantize", "none", "none|fp8",
                 "fp8: quantise the projections on load (128x128 e4m3 blocks); an FP8 "
                 "checkpoint is always served in FP8"),
@@ -221,12 +214,6 @@ static void sb_json_str(sbuf *b, const char *s, size_t n) {
         }
     }
     sb_put(b, "\"", 1);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* ------------------------------------------------------------ input lines */
@@ -578,7 +565,7 @@ static int run_generate(const gen_cfg *c) {
     qn_status s;
 
     if (c->threads > 0) omp_set_num_threads((int)c->threads);
-    double t_load = now_s();
+    double t_load = qn_now_s();
     QN_CHECK_GOTO(qn_served_model_load(&sm, c->model, c->tokenizer, c->quantize == 1), s, fail);
     const qn_tokenizer *tok = sm.tok;
     if (tok) {
@@ -594,24 +581,15 @@ static int run_generate(const gen_cfg *c) {
     g.tok = tok;
     QN_LOG_INFO("generate: model %s (%s weights%s), tokenizer %s, %d eos ids, loaded in %.2f s",
                 c->model, sm.f8 ? "fp8" : "fp32", sm.fp8_checkpoint ? ", FP8 checkpoint" : "",
-                sm.tok_dir ? sm.tok_dir : "none", sm.n_eos, now_s() - t_load);
+                sm.tok_dir ? sm.tok_dir : "none", sm.n_eos, qn_now_s() - t_load);
 
-    qn_engine_params ep = qn_engine_params_default();
-    ep.max_running = (int32_t)c->max_running;
-    ep.kv_cache_tokens = c->kv_cache_tokens;
-    ep.block_size = (int32_t)c->block_size;
-    ep.max_prefill_tokens = (int32_t)c->max_prefill_tokens;
-    ep.context_len = c->context_len;
-    ep.eos_ids = sm.eos;
-    ep.n_eos = sm.n_eos;
-    ep.tokenizer = tok;
-    ep.seed = (uint64_t)c->seed;
+    qn_engine_params ep = qn_served_engine_params(&sm, &c->eng, (uint64_t)c->seed);
     QN_CHECK_GOTO(qn_engine_create(&e, &sm.m, sm.f8, &ep), s, fail);
 
     QN_CHECK_GOTO(qn_jsonl_foreach(c->input, on_line, &g), s, fail);
 
     size_t n_refused = 0;
-    double t0 = now_s();
+    double t0 = qn_now_s();
     for (size_t i = 0; i < g.n; i++) {
         gen_line *l = &g.v[i];
         if (!l->error) {
@@ -669,13 +647,13 @@ static int run_generate(const gen_cfg *c) {
                         "unfinished", g.n - n_done);
             goto fail;
         }
-        if (now_s() - t_report > 10.0) {
-            t_report = now_s();
+        if (qn_now_s() - t_report > 10.0) {
+            t_report = qn_now_s();
             QN_LOG_INFO("generate: %zu/%zu requests done, %lld tokens computed", n_done, g.n,
                         (long long)total_tokens);
         }
     }
-    double dt = now_s() - t0;
+    double dt = qn_now_s() - t0;
     for (size_t i = 0; i < g.n; i++) {
         if (!g.v[i].result) {
             s = qn_fail(QN_ERR_INTERNAL, "line %ld: the engine returned no output",

@@ -31,6 +31,7 @@
 #include "core/flags.h"
 #include "core/log.h"
 #include "rewards/rewards.h"
+#include "core/clock.h"
 
 typedef struct reward_cfg {
     char *rm_type;
@@ -230,12 +231,6 @@ static double cpu_seconds(int who) {
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* Reads the input file into lines (in place: newlines become NULs). */
 static char **split_lines(char *text, size_t *n_out) {
     size_t cap = 1024, n = 0;
@@ -394,7 +389,7 @@ int qn_cmd_reward(int argc, char **argv) {
     QN_LOG_INFO("reward %s: %zu samples in %zu groups", qn_reward_name(rw), n_good, n_groups);
 
     qn_status policy = QN_OK;
-    double t0 = now_s();
+    double t0 = qn_now_s();
     for (int64_t r = 0; r < cfg.repeat; r++) {
         qn_reward_batch b = {.samples = samples,
                              .n_samples = n_good,
@@ -409,7 +404,7 @@ int qn_cmd_reward(int argc, char **argv) {
             break;
         }
     }
-    double dt = now_s() - t0;
+    double dt = qn_now_s() - t0;
 
     out = strcmp(cfg.output, "-") == 0 ? stdout : fopen(cfg.output, "w");
     if (!out) {

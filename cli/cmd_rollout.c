@@ -29,8 +29,8 @@
 typedef struct rollout_cfg {
     char *router, *model, *engine_id, *tokenizer;
     int quantize;
-    int64_t max_running, kv_cache_tokens, max_prefill_tokens, block_size, context_len, threads,
-        seed, pull_timeout_ms, pull_retries;
+    int64_t threads, seed, pull_timeout_ms, pull_retries;
+    qn_engine_flags eng;
 } rollout_cfg;
 
 static const qn_flag k_rollout_flags[] = {
@@ -44,15 +44,7 @@ static const qn_flag k_rollout_flags[] = {
     QN_F_CHOICE(rollout_cfg, quantize, "quantize", "none", "none|fp8",
                 "fp8: quantise the projections on load and after every weight update (128x128 "
                 "e4m3 blocks); an FP8 checkpoint is always served in FP8"),
-    QN_F_INT(rollout_cfg, max_running, "max-running-requests", "256", 1, 1048576,
-             "sequences in the running batch"),
-    QN_F_INT(rollout_cfg, kv_cache_tokens, "kv-cache-tokens", "65536", 1, 1e12,
-             "KV cache capacity in tokens (rounded up to whole blocks)"),
-    QN_F_INT(rollout_cfg, max_prefill_tokens, "max-prefill-tokens", "2048", 1, 1e9,
-             "prompt tokens computed per step (chunked prefill budget)"),
-    QN_F_INT(rollout_cfg, block_size, "block-size", "16", 1, 64, "tokens per KV cache block"),
-    QN_F_INT(rollout_cfg, context_len, "context-len", "0", 0, 1e12,
-             "positions per sequence; 0: the config's max_position_embeddings"),
+    QN_ENGINE_FLAGS(rollout_cfg, eng),
     QN_F_STRING(rollout_cfg, tokenizer, "tokenizer", NULL,
                 "tokenizer folder, for stop strings (default: the model folder when it has one)",
                 .metavar = "DIR"),
@@ -112,16 +104,7 @@ static int run_rollout(const rollout_cfg *c) {
         engine_id = id_buf;
     }
     QN_CHECK_GOTO(qn_served_model_load(&sm, c->model, c->tokenizer, c->quantize == 1), s, fail);
-    qn_engine_params ep = qn_engine_params_default();
-    ep.max_running = (int32_t)c->max_running;
-    ep.kv_cache_tokens = c->kv_cache_tokens;
-    ep.block_size = (int32_t)c->block_size;
-    ep.max_prefill_tokens = (int32_t)c->max_prefill_tokens;
-    ep.context_len = c->context_len;
-    ep.eos_ids = sm.eos;
-    ep.n_eos = sm.n_eos;
-    ep.tokenizer = sm.tok;
-    ep.seed = (uint64_t)c->seed;
+    qn_engine_params ep = qn_served_engine_params(&sm, &c->eng, (uint64_t)c->seed);
     QN_CHECK_GOTO(qn_engine_create(&e, &sm.m, sm.f8, &ep), s, fail);
     QN_LOG_INFO("rollout: engine %s: model %s (%s weights%s), tokenizer %s, %d eos ids, weight "
                 "version 0",
@@ -145,9 +128,9 @@ static int run_rollout(const rollout_cfg *c) {
         .fp8_bm = sm.fp8_bm,
         .fp8_bn = sm.fp8_bn,
         .engine = e,
-        .max_running = (int32_t)c->max_running,
-        .kv_cache_tokens = c->kv_cache_tokens,
-        .block_size = (int32_t)c->block_size,
+        .max_running = (int32_t)c->eng.max_running,
+        .kv_cache_tokens = c->eng.kv_cache_tokens,
+        .block_size = (int32_t)c->eng.block_size,
         .pull_timeout_ms = (uint32_t)c->pull_timeout_ms,
         .pull_retries = (uint32_t)c->pull_retries,
         .signals = &g_signals,

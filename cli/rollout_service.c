@@ -33,6 +33,7 @@
 #include "net/codec.h"
 #include "net/weights.h"
 #include "net/zchan.h"
+#include "core/clock.h"
 
 /* Messages read per loop turn at most, so that a flood cannot starve the engine. */
 #define RS_MAX_MSGS_PER_TURN 256
@@ -90,12 +91,6 @@ typedef struct svc {
     float *tmp;                      /* conversion scratch */
     size_t tmp_cap;
 } svc;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Error text for the wire: strings must be valid UTF-8, and a codec message
  * may quote bytes from a bad message, so anything outside ASCII becomes '?'. */
@@ -276,7 +271,7 @@ static void send_result(svc *s, const rs_req *r, const qn_engine_output *o, int3
     g.prompt_tokens = (uint32_t)r->n_input;
     g.cached_tokens =
         o->cached_tokens < r->n_input ? (uint32_t)o->cached_tokens : (uint32_t)r->n_input;
-    double lat = now_s() - r->t_recv;
+    double lat = qn_now_s() - r->t_recv;
     g.latency_s = isfinite(lat) && lat > 0 ? lat : 0.0;
     Quench__Envelope env = qn_envelope_generate_result(&g);
     send_env(s, &env, r->env_id);
@@ -350,7 +345,7 @@ static void send_partials(svc *s) {
             g.weight_versions = ver;
             g.engine_id = (char *)s->p->engine_id;
             g.prompt_tokens = (uint32_t)r->n_input;
-            double lat = now_s() - r->t_recv;
+            double lat = qn_now_s() - r->t_recv;
             g.latency_s = isfinite(lat) && lat > 0 ? lat : 0.0;
             g.partial = 1;
             Quench__Envelope env = qn_envelope_generate_result(&g);
@@ -448,7 +443,7 @@ static void on_generate(svc *s, uint64_t rid, const Quench__GenerateRequest *g) 
     r->n_input = (int32_t)ni;
     r->return_logprob = g->return_logprob;
     r->n_prefix = (int32_t)np;
-    r->t_recv = now_s();
+    r->t_recv = qn_now_s();
     if (g->stream) {
         r->sent = calloc((size_t)n, sizeof *r->sent);
         if (!r->sent) {
@@ -752,13 +747,13 @@ static qn_status finish_pull(svc *s) {
     if (st != QN_OK) {
         snprintf(why, sizeof why, "%s", j->err);
     } else {
-        double t0 = now_s();
+        double t0 = qn_now_s();
         st = apply_weights(s, j, &fatal);
         if (st != QN_OK)
             snprintf(why, sizeof why, "%s", qn_last_error());
         else
             QN_LOG_INFO("rollout: weight version %lld -> %llu (applied in %.3f s%s)",
-                        (long long)old, (unsigned long long)v, now_s() - t0,
+                        (long long)old, (unsigned long long)v, qn_now_s() - t0,
                         *s->p->fp8 ? ", FP8 re-quantised" : "");
     }
     if (st != QN_OK)
@@ -840,7 +835,7 @@ static void on_register_ack(svc *s, const Quench__RegisterAck *a) {
     s->registered = 1;
     s->register_tries = 0;
     s->hb_interval = a->heartbeat_interval_ms ? a->heartbeat_interval_ms / 1000.0 : 1.0;
-    s->next_hb = now_s() + s->hb_interval;
+    s->next_hb = qn_now_s() + s->hb_interval;
     int64_t cur = qn_engine_weight_version(p->engine);
     if ((int64_t)a->weight_version == cur) return;
     if (s->pull && s->pull->mf->version == a->weight_version) return;
@@ -935,7 +930,7 @@ static void handle(svc *s, const Quench__Envelope *env) {
                         s->p->router, s->p->engine_id);
             s->registered = 0;
             s->register_backoff = 0.5;
-            s->next_register = now_s();
+            s->next_register = qn_now_s();
         }
         break;
     case QUENCH__ENVELOPE__BODY_DRAIN:
@@ -970,10 +965,10 @@ static qn_status serve(svc *s) {
         if (s->draining && s->n_reqs == 0 && !s->pull && !qn_engine_busy(p->engine)) {
             /* The router may have sent requests before it read our Drain: answer what
              * arrives until the socket has been quiet for 100 ms (2 s at most). */
-            double end = now_s() + 2.0;
+            double end = qn_now_s() + 2.0;
             Quench__Envelope *env = NULL;
             qn_status st;
-            while (now_s() < end && (st = recv_one(s, 100, &env)) != QN_ERR_TIMEOUT) {
+            while (qn_now_s() < end && (st = recv_one(s, 100, &env)) != QN_ERR_TIMEOUT) {
                 if (st == QN_OK) handle(s, env);
                 qn_envelope_free(env);
                 env = NULL;
@@ -982,7 +977,7 @@ static qn_status serve(svc *s) {
             QN_LOG_INFO("rollout: drained; engine %s exits", p->engine_id);
             return QN_OK;
         }
-        double now = now_s();
+        double now = qn_now_s();
         if (!s->registered && now >= s->next_register) {
             send_register(s);
             s->next_register = now + s->register_backoff;
@@ -1007,7 +1002,7 @@ static qn_status serve(svc *s) {
         int wait_ms = 0;
         if (!(!s->pull && qn_engine_busy(p->engine))) {
             double due = s->registered ? s->next_hb : s->next_register;
-            double ms = (due - now_s()) * 1000.0;
+            double ms = (due - qn_now_s()) * 1000.0;
             wait_ms = s->pull ? 5 : (ms < 1.0 ? 1 : (ms > 50.0 ? 50 : (int)ms));
         }
         for (int k = 0; k < RS_MAX_MSGS_PER_TURN; k++) {

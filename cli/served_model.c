@@ -63,3 +63,18 @@ void qn_served_model_free(qn_served_model *sm) {
     qn_model_free(&sm->m);
     memset(sm, 0, sizeof *sm);
 }
+
+qn_engine_params qn_served_engine_params(const qn_served_model *sm, const qn_engine_flags *f,
+                                         uint64_t seed) {
+    qn_engine_params ep = qn_engine_params_default();
+    ep.max_running = (int32_t)f->max_running;
+    ep.kv_cache_tokens = f->kv_cache_tokens;
+    ep.block_size = (int32_t)f->block_size;
+    ep.max_prefill_tokens = (int32_t)f->max_prefill_tokens;
+    ep.context_len = f->context_len;
+    ep.eos_ids = sm->eos;
+    ep.n_eos = sm->n_eos;
+    ep.tokenizer = sm->tok;
+    ep.seed = seed;
+    return ep;
+}

@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "net/weight_update.h"
 #include "net/zchan.h"
+#include "core/clock.h"
 
 struct qn_weight_publisher {
     qn_weight_server *server;
@@ -16,12 +17,6 @@ struct qn_weight_publisher {
     char identity[64];
     uint64_t next_request;
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 qn_status qn_weight_publisher_start(void *zmq_ctx, const char *router, const char *listen,
                                     const char *advertise, const char *identity,
@@ -58,7 +53,7 @@ qn_status qn_weight_publisher_update(qn_weight_publisher *p, const qn_model *m, 
                                      int timeout_ms, qn_weight_update_report *rep) {
     memset(rep, 0, sizeof *rep);
     rep->version = version;
-    double t0 = now_s();
+    double t0 = qn_now_s();
     qn_weight_tensor *t = calloc(m->n_params ? m->n_params : 1, sizeof *t);
     if (!t) return qn_fail(QN_ERR_NOMEM, "weight update: tensor list");
     for (size_t i = 0; i < m->n_params; i++) {
@@ -73,7 +68,7 @@ qn_status qn_weight_publisher_update(qn_weight_publisher *p, const qn_model *m, 
     qn_status s = qn_weight_server_publish(p->server, version, t, m->n_params, &mf);
     free(t);
     if (s != QN_OK) return s;
-    rep->publish_s = now_s() - t0;
+    rep->publish_s = qn_now_s() - t0;
     Quench__WeightUpdateBegin b = QUENCH__WEIGHT_UPDATE_BEGIN__INIT;
     b.manifest = mf;
     Quench__Envelope env = qn_envelope_weight_update_begin(&b);
@@ -85,7 +80,7 @@ qn_status qn_weight_publisher_update(qn_weight_publisher *p, const qn_model *m, 
     int want = QUENCH__WEIGHT_UPDATE_PHASE__WEIGHT_UPDATE_PHASE_READY;
     double deadline = t0 + timeout_ms / 1000.0;
     while (want != 0) {
-        int left = (int)((deadline - now_s()) * 1000.0);
+        int left = (int)((deadline - qn_now_s()) * 1000.0);
         if (left <= 0)
             return qn_fail(QN_ERR_TIMEOUT, "weight update: version %llu: no %s from the router "
                            "within %d ms", (unsigned long long)version, phase_name(want),
@@ -113,10 +108,10 @@ qn_status qn_weight_publisher_update(qn_weight_publisher *p, const qn_model *m, 
         }
         if ((int)st->phase == want) {
             if (want == QUENCH__WEIGHT_UPDATE_PHASE__WEIGHT_UPDATE_PHASE_READY) {
-                rep->ready_s = now_s() - t0;
+                rep->ready_s = qn_now_s() - t0;
                 want = QUENCH__WEIGHT_UPDATE_PHASE__WEIGHT_UPDATE_PHASE_APPLIED;
             } else {
-                rep->applied_s = now_s() - t0;
+                rep->applied_s = qn_now_s() - t0;
                 rep->ok = st->ok;
                 rep->n_engines = (uint32_t)st->n_engine_ids;
                 rep->n_failed = (uint32_t)st->n_failed_engine_ids;

@@ -8,6 +8,7 @@
  * beyond libcurl's defaults.
  */
 #include "rewards/remote_rm.h"
+#include "core/clock.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -52,12 +53,6 @@ static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
 static CURLcode g_curl_init_rc;
 static void curl_init_once(void) {
     g_curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static double rand01(qn_remote_rm *rm) {
@@ -106,7 +101,7 @@ qn_status qn_remote_rm_init(qn_remote_rm **out, const qn_remote_rm_config *cfg) 
     rm->backoff_s = cfg->backoff_s;
     rm->concurrency = cfg->concurrency;
     rm->retries = cfg->retries;
-    rm->rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)now_s() ^ ((uint64_t)(uintptr_t)rm << 7);
+    rm->rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)qn_now_s() ^ ((uint64_t)(uintptr_t)rm << 7);
     rm->multi = curl_multi_init();
     rm->headers = curl_slist_append(NULL, "Content-Type: application/json");
     rm->slots = calloc((size_t)rm->concurrency, sizeof *rm->slots);
@@ -232,7 +227,7 @@ qn_status qn_remote_rm_score(qn_remote_rm *rm, const qn_reward_sample *samples, 
     int running = 0;
     qn_status st = QN_OK;
     while (remaining > 0) {
-        double now = now_s(), soonest = INFINITY;
+        double now = qn_now_s(), soonest = INFINITY;
         for (size_t w = 0; w < n_waiting;) {
             size_t j = waiting[w];
             if (jobs[j].not_before <= now) {
@@ -316,7 +311,7 @@ qn_status qn_remote_rm_score(qn_remote_rm *rm, const qn_reward_sample *samples, 
             }
             if (retry && jobs[j].attempts <= rm->retries) {
                 double wait = rm->backoff_s * ldexp(1.0, jobs[j].attempts - 1) * (0.5 + rand01(rm));
-                jobs[j].not_before = now_s() + wait;
+                jobs[j].not_before = qn_now_s() + wait;
                 waiting[n_waiting++] = (size_t)j;
                 if (retries) (*retries)++;
                 continue;
@@ -333,7 +328,7 @@ qn_status qn_remote_rm_score(qn_remote_rm *rm, const qn_reward_sample *samples, 
             idle_slot = rm->slots[si].job < 0;
         if (idle_slot && r_count > 0) continue;
         double wait_s = 0.1;
-        if (isfinite(soonest)) wait_s = fmin(wait_s, fmax(0.0, soonest - now_s()));
+        if (isfinite(soonest)) wait_s = fmin(wait_s, fmax(0.0, soonest - qn_now_s()));
         curl_multi_poll(rm->multi, NULL, 0, (int)(wait_s * 1000) + 1, NULL);
     }
 done:

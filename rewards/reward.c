@@ -43,6 +43,7 @@
 
 #include "core/log.h"
 #include "rewards/remote_rm.h"
+#include "core/clock.h"
 
 enum { MSG_MAGIC = 0x51524557u, /* "QREW" */ HELLO_CAP = 256 };
 
@@ -75,12 +76,6 @@ struct qn_reward {
 };
 
 /* ---- small helpers ---- */
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 const char *qn_reward_status_str(int32_t status) {
     switch (status) {
@@ -516,14 +511,14 @@ static void pool_stop(qn_reward *rw) {
         if (w->fd >= 0) close(w->fd); /* EOF: the worker frees and exits */
         w->fd = -1;
     }
-    double until = now_s() + 0.5;
+    double until = qn_now_s() + 0.5;
     for (int32_t i = 0; i < rw->n_workers; i++) {
         worker *w = &rw->workers[i];
         while (w->pid > 0) {
             pid_t r = waitpid(w->pid, NULL, WNOHANG);
             if (r == w->pid || (r < 0 && errno != EINTR)) {
                 w->pid = 0;
-            } else if (now_s() > until) {
+            } else if (qn_now_s() > until) {
                 worker_kill(w);
             } else {
                 usleep(1000);
@@ -709,10 +704,10 @@ static qn_status score_pool(qn_reward *rw, const qn_reward_batch *b, const job *
                 continue;
             }
             w->job = (long)next++;
-            w->deadline = now_s() + rw->cfg.timeout_s * (double)j->count;
+            w->deadline = qn_now_s() + rw->cfg.timeout_s * (double)j->count;
         }
         int np = 0;
-        double now = now_s(), soonest = INFINITY;
+        double now = qn_now_s(), soonest = INFINITY;
         for (int32_t i = 0; i < rw->n_workers; i++) {
             worker *w = &rw->workers[i];
             if (w->pid > 0) any_alive = true;
@@ -740,7 +735,7 @@ static qn_status score_pool(qn_reward *rw, const qn_reward_batch *b, const job *
             result = qn_fail(QN_ERR_IO, "reward: poll: %s", strerror(errno));
             break;
         }
-        now = now_s();
+        now = qn_now_s();
         for (int k = 0; k < np; k++) {
             int32_t i = pidx[k];
             worker *w = &rw->workers[i];

@@ -27,6 +27,7 @@
 #include "core/tokenizer/tokenizer.h"
 #include "rollout/engine.h"
 #include "rollout/kv_cache.h"
+#include "core/clock.h"
 
 enum { SEQ_FORK_WAIT = 0, SEQ_WAITING = 1, SEQ_RUNNING = 2, SEQ_DONE = 3 };
 
@@ -44,6 +45,7 @@ typedef struct eseq {
     int64_t computed;
     qn_finish_reason finish;
     int32_t stop_match_at;
+    size_t text_len; /* bytes of the output decoded at the last token (stop strings only) */
     /* this step */
     int32_t chunk;
     int32_t logit_row;
@@ -103,12 +105,6 @@ struct qn_engine {
     int64_t version;
     qn_engine_stats st;
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static uint64_t splitmix(uint64_t x) {
     x += 0x9E3779B97F4A7C15ull;
@@ -313,7 +309,7 @@ static void waiting_remove(qn_engine *e, eseq *q) {
 
 static void req_maybe_finished(qn_engine *e, ereq *r) {
     (void)e;
-    if (r->n_done == r->n && r->t_finish == 0.0) r->t_finish = now_s();
+    if (r->n_done == r->n && r->t_finish == 0.0) r->t_finish = qn_now_s();
 }
 
 /* Ends q with reason f; a RUNNING sequence gives its blocks and slot back. */
@@ -419,7 +415,7 @@ qn_status qn_engine_submit(qn_engine *e, const qn_engine_request *in, uint64_t *
     }
     r->id = e->next_id++;
     r->order = e->next_order++;
-    r->t_submit = now_s();
+    r->t_submit = qn_now_s();
     r->next = e->reqs;
     e->reqs = r;
     if (r->params.max_new_tokens == 0) {
@@ -680,26 +676,23 @@ static qn_status seq_accept(qn_engine *e, eseq *q, const qn_sample_result *res) 
     qn_finish_reason f;
     size_t at = 0;
     if (r->params.n_stop > 0) {
-        char *now = NULL, *before = NULL;
-        size_t ln = 0, lb = 0;
-        qn_status s = seq_text(e, q, n_out, &now, &ln);
-        if (s == QN_OK) s = seq_text(e, q, n_out - 1, &before, &lb);
-        if (s != QN_OK) {
-            free(now);
-            free(before);
-            return s;
-        }
-        size_t new_len = ln >= lb ? ln - lb : 0;
+        /* byte-level decoding is the concatenation of the tokens' bytes, so the bytes this
+         * token added are those past the previous decode's length */
+        char *now = NULL;
+        size_t ln = 0;
+        QN_CHECK(seq_text(e, q, n_out, &now, &ln));
+        size_t new_len = ln >= q->text_len ? ln - q->text_len : 0;
+        q->text_len = ln;
         f = qn_sampler_check_finish(&r->params, res->token, (int32_t)n_out, now, ln, new_len,
                                     &at);
         free(now);
-        free(before);
     } else {
         f = qn_sampler_check_finish(&r->params, res->token, (int32_t)n_out, NULL, 0, 0, NULL);
     }
     if (f == QN_FINISH_NONE && q->len >= e->context_len) f = QN_FINISH_LENGTH;
     if (f != QN_FINISH_NONE) {
-        if (f == QN_FINISH_STOP && r->params.n_stop > 0 && !qn_sampler_is_stop_token(&r->params, res->token))
+        if (f == QN_FINISH_STOP && r->params.n_stop > 0 &&
+            !qn_sampler_is_stop_token(&r->params, res->token))
             q->stop_match_at = (int32_t)at;
         q->finish = f; /* seq_finish is called by the caller after forks */
     }
@@ -764,7 +757,7 @@ qn_status qn_engine_step(qn_engine *e, int64_t *n_tokens) {
         QN_CHECK(seq_accept(e, q, &e->results[q->logit_row]));
         if (q->sample == 0 && !r->first_sampled) {
             r->first_sampled = 1;
-            r->t_first = now_s();
+            r->t_first = qn_now_s();
             if (r->n > 1)
                 QN_CHECK(start_forks(e, r, e->logits + (size_t)q->logit_row * (size_t)e->vocab));
         }
