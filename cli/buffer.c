@@ -620,19 +620,6 @@ static char *ids_text(const int32_t *ids, size_t n) {
     return s;
 }
 
-static const char *finish_str(Quench__FinishReason f) {
-    switch (f) {
-    case QUENCH__FINISH_REASON__FINISH_REASON_STOP:
-        return "stop";
-    case QUENCH__FINISH_REASON__FINISH_REASON_LENGTH:
-        return "length";
-    case QUENCH__FINISH_REASON__FINISH_REASON_ABORT:
-        return "abort";
-    default:
-        return "";
-    }
-}
-
 /* Scores a complete group, computes advantages, filters it, and keeps it
  * (encoded) when it passes. Returns an error only for fatal conditions. */
 static qn_status group_done(buf *b, grp *g) {
@@ -665,6 +652,7 @@ static qn_status group_done(buf *b, grp *g) {
             st = qn_fail(QN_ERR_NOMEM, "buffer: scoring");
             goto out;
         }
+        const char *fr = qn_proto_finish_name(r->finish_reason);
         rs[k] = (qn_reward_sample){.prompt = p->text,
                                    .prompt_len = strlen(p->text),
                                    .prompt_ids = p->tokens,
@@ -675,7 +663,7 @@ static qn_status group_done(buf *b, grp *g) {
                                    .n_response_ids = r->n_output_ids,
                                    .label = p->label,
                                    .metadata_json = p->metadata,
-                                   .finish_reason = finish_str(r->finish_reason),
+                                   .finish_reason = fr ? fr : "",
                                    .group_index = 0,
                                    .sample_index = k};
     }

@@ -82,19 +82,6 @@ static char *decode_text(rt *r, const int32_t *ids, size_t n) {
     return out;
 }
 
-static const char *finish_name(Quench__FinishReason f) {
-    switch (f) {
-    case QUENCH__FINISH_REASON__FINISH_REASON_STOP:
-        return "stop";
-    case QUENCH__FINISH_REASON__FINISH_REASON_LENGTH:
-        return "length";
-    case QUENCH__FINISH_REASON__FINISH_REASON_ABORT:
-        return "abort";
-    default:
-        return NULL;
-    }
-}
-
 static uint64_t result_version(rt *r, const Quench__GenerateResult *g) {
     uint64_t v = 0;
     for (size_t i = 0; i < g->n_weight_versions; i++)
@@ -129,7 +116,7 @@ static cJSON *generate_object(rt *r, rt_req *q, const Quench__GenerateResult *g)
             cJSON_AddItemToArray(lp, pair);
         }
     }
-    const char *fr = finish_name(g->finish_reason);
+    const char *fr = qn_proto_finish_name(g->finish_reason);
     if (fr) {
         cJSON *f = cJSON_AddObjectToObject(m, "finish_reason");
         cJSON_AddStringToObject(f, "type", fr);
@@ -146,6 +133,30 @@ static cJSON *generate_object(rt *r, rt_req *q, const Quench__GenerateResult *g)
     return o;
 }
 
+/* OpenAI's "logprobs" of a choice for output tokens [from, n_output_ids) of g, or null when
+ * the request did not ask for them. */
+static void add_choice_logprobs(rt *r, cJSON *c, const Quench__GenerateResult *g, size_t from,
+                                bool asked) {
+    if (!asked) {
+        cJSON_AddNullToObject(c, "logprobs");
+        return;
+    }
+    cJSON *lp = cJSON_AddObjectToObject(c, "logprobs");
+    cJSON *toks = cJSON_AddArrayToObject(lp, "tokens");
+    cJSON *tlp = cJSON_AddArrayToObject(lp, "token_logprobs");
+    for (size_t k = from; k < g->n_output_ids; k++) {
+        char buf[32];
+        char *t = decode_text(r, &g->output_ids[k], 1);
+        if (!t) snprintf(buf, sizeof buf, "token_id:%d", g->output_ids[k]);
+        cJSON_AddItemToArray(toks, cJSON_CreateString(t ? t : buf));
+        free(t);
+        cJSON_AddItemToArray(tlp, k < g->n_output_logprobs
+                                      ? cJSON_CreateNumber(g->output_logprobs[k])
+                                      : cJSON_CreateNull());
+    }
+    cJSON_AddNullToObject(lp, "top_logprobs");
+}
+
 static cJSON *completion_choice(rt *r, rt_req *q, uint32_t i, const Quench__GenerateResult *g) {
     cJSON *c = cJSON_CreateObject();
     cJSON_AddNumberToObject(c, "index", i);
@@ -155,25 +166,8 @@ static cJSON *completion_choice(rt *r, rt_req *q, uint32_t i, const Quench__Gene
     /* not OpenAI's: the token ids, since text needs a tokenizer */
     cJSON_AddItemToObject(c, "token_ids",
                           cJSON_CreateIntArray(g->output_ids, (int)g->n_output_ids));
-    if (q->http->rj.return_logprob) {
-        cJSON *lp = cJSON_AddObjectToObject(c, "logprobs");
-        cJSON *toks = cJSON_AddArrayToObject(lp, "tokens");
-        cJSON *tlp = cJSON_AddArrayToObject(lp, "token_logprobs");
-        for (size_t k = 0; k < g->n_output_ids; k++) {
-            char buf[32];
-            char *t = decode_text(r, &g->output_ids[k], 1);
-            if (!t) snprintf(buf, sizeof buf, "token_id:%d", g->output_ids[k]);
-            cJSON_AddItemToArray(toks, cJSON_CreateString(t ? t : buf));
-            free(t);
-            cJSON_AddItemToArray(tlp, k < g->n_output_logprobs
-                                          ? cJSON_CreateNumber(g->output_logprobs[k])
-                                          : cJSON_CreateNull());
-        }
-        cJSON_AddNullToObject(lp, "top_logprobs");
-    } else {
-        cJSON_AddNullToObject(c, "logprobs");
-    }
-    const char *fr = finish_name(g->finish_reason);
+    add_choice_logprobs(r, c, g, 0, q->http->rj.return_logprob);
+    const char *fr = qn_proto_finish_name(g->finish_reason);
     if (fr)
         cJSON_AddStringToObject(c, "finish_reason", fr);
     else
@@ -291,25 +285,8 @@ static void stream_event(rt *r, rt_req *q, uint32_t i, const Quench__GenerateRes
     cJSON_AddStringToObject(c, "text", text ? text : "");
     free(text);
     cJSON_AddItemToObject(c, "token_ids", cJSON_CreateIntArray(g->output_ids + from, (int)n));
-    if (h->rj.return_logprob) {
-        cJSON *lp = cJSON_AddObjectToObject(c, "logprobs");
-        cJSON *toks = cJSON_AddArrayToObject(lp, "tokens");
-        cJSON *tlp = cJSON_AddArrayToObject(lp, "token_logprobs");
-        for (size_t k = from; k < g->n_output_ids; k++) {
-            char buf[32];
-            char *t = decode_text(r, &g->output_ids[k], 1);
-            if (!t) snprintf(buf, sizeof buf, "token_id:%d", g->output_ids[k]);
-            cJSON_AddItemToArray(toks, cJSON_CreateString(t ? t : buf));
-            free(t);
-            cJSON_AddItemToArray(tlp, k < g->n_output_logprobs
-                                          ? cJSON_CreateNumber(g->output_logprobs[k])
-                                          : cJSON_CreateNull());
-        }
-        cJSON_AddNullToObject(lp, "top_logprobs");
-    } else {
-        cJSON_AddNullToObject(c, "logprobs");
-    }
-    const char *fr = final ? finish_name(g->finish_reason) : NULL;
+    add_choice_logprobs(r, c, g, from, h->rj.return_logprob);
+    const char *fr = final ? qn_proto_finish_name(g->finish_reason) : NULL;
     if (fr)
         cJSON_AddStringToObject(c, "finish_reason", fr);
     else

@@ -20,6 +20,19 @@
 
 /* ------------------------------------------------------------ names */
 
+const char *qn_proto_finish_name(Quench__FinishReason f) {
+    switch (f) {
+    case QUENCH__FINISH_REASON__FINISH_REASON_STOP:
+        return "stop";
+    case QUENCH__FINISH_REASON__FINISH_REASON_LENGTH:
+        return "length";
+    case QUENCH__FINISH_REASON__FINISH_REASON_ABORT:
+        return "abort";
+    default:
+        return NULL;
+    }
+}
+
 const char *qn_envelope_body_name(Quench__Envelope__BodyCase body_case) {
     switch (body_case) {
 #define QN_BODY_NAME_(member, suffix, Type, CASE) \

@@ -89,6 +89,10 @@
 QN_ENVELOPE_BODIES(QN_ENVELOPE_WRAP_)
 #undef QN_ENVELOPE_WRAP_
 
+/* "stop", "length" or "abort" (the names SGLang and OpenAI answers use); NULL for
+ * FINISH_REASON_UNSPECIFIED and unknown values. */
+const char *qn_proto_finish_name(Quench__FinishReason f);
+
 /* "GenerateResult" for a body case; "none" for NOT_SET, "unknown" otherwise. */
 const char *qn_envelope_body_name(Quench__Envelope__BodyCase body_case);
 
