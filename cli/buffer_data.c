@@ -188,8 +188,8 @@ static qn_status on_line(const char *text, long line, void *user) {
         return qn_fail(QN_ERR_FORMAT, "%s:%ld: %s (--on-bad-data fail)", c->o->path, line,
                        c->reason);
     d->n_bad++;
-    QN_LOG_WARN("buffer: %s:%ld: %s; line skipped (--on-bad-data skip)", c->o->path, line,
-                c->reason);
+    QN_LOG_WARN("%s: %s:%ld: %s; line skipped (--on-bad-data skip)",
+                c->o->who ? c->o->who : "buffer", c->o->path, line, c->reason);
     return QN_OK;
 }
 

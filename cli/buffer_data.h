@@ -1,4 +1,5 @@
-/* buffer_data.h — the prompt dataset of `quench buffer`: a JSONL file read
+/* buffer_data.h — the prompt dataset of `quench buffer` (and of `quench eval`,
+ * which reads its held-out prompts with it): a JSONL file read
  * whole at start into token ids, text, label and metadata per line, and the
  * data cursor that walks it epoch after epoch (shuffled per epoch when
  * asked).
@@ -41,6 +42,7 @@ typedef struct qn_bd_opts {
     bool skip_bad;           /* false: the first bad line is fatal */
     bool shuffle;
     uint64_t seed;
+    const char *who; /* service named in warnings ("buffer", "eval"); NULL: "buffer" */
 } qn_bd_opts;
 
 typedef struct qn_bd {

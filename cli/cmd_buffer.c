@@ -109,6 +109,7 @@ static const qn_flag_table k_buffer_table = {
 void qn_help_buffer(FILE *out) {
     qn_flags_print_help(&k_buffer_table, out);
 }
+const qn_flag_table *qn_flags_buffer(void) { return &k_buffer_table; }
 
 int qn_cmd_buffer(int argc, char **argv) {
     buffer_cfg cfg;

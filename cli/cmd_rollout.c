@@ -73,6 +73,7 @@ static const qn_flag_table k_rollout_table = {
 void qn_help_rollout(FILE *out) {
     qn_flags_print_help(&k_rollout_table, out);
 }
+const qn_flag_table *qn_flags_rollout(void) { return &k_rollout_table; }
 
 static volatile sig_atomic_t g_signals;
 

@@ -66,6 +66,7 @@ static const qn_flag_table k_router_table = {
 void qn_help_router(FILE *out) {
     qn_flags_print_help(&k_router_table, out);
 }
+const qn_flag_table *qn_flags_router(void) { return &k_router_table; }
 
 int qn_cmd_router(int argc, char **argv) {
     router_cfg cfg;

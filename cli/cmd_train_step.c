@@ -107,16 +107,6 @@ static const qn_flag_table k_ts_table = {
 
 void qn_help_train_step(FILE *out) { qn_flags_print_help(&k_ts_table, out); }
 
-typedef struct opt_ctx {
-    const qn_trainer_opts *tr;
-    const char *load; /* dir holding optimizer.safetensors to resume, or NULL */
-    bool ready;       /* opt and table made by the first step */
-    qn_adamw opt;
-    qn_opt_tensor *table;
-    const ts_tensor *tensors;
-    size_t n_tensors;
-} opt_ctx;
-
 /* Optimizer state file: per trainable tensor "exp_avg.<hf name>" and
  * "exp_avg_sq.<hf name>" (F32, the tensor's shape), metadata "step". */
 static qn_status load_state(qn_adamw *opt, const char *dir, const ts_tensor *tensors,
@@ -185,9 +175,9 @@ done:
     return s;
 }
 
-static qn_status opt_step(void *ctx, const ts_tensor *tensors, size_t n_tensors, int64_t n,
-                          int64_t total_steps, float *params, float *grad, ts_opt_info *info) {
-    opt_ctx *oc = ctx;
+qn_status ts_opt_step(void *ctx, const ts_tensor *tensors, size_t n_tensors, int64_t n,
+                      int64_t total_steps, float *params, float *grad, ts_opt_info *info) {
+    ts_opt_ctx *oc = ctx;
     if (!oc->ready) {
         qn_adamw_cfg cfg;
         QN_CHECK(qn_trainer_adamw_cfg(oc->tr, total_steps, &cfg));
@@ -208,18 +198,28 @@ static qn_status opt_step(void *ctx, const ts_tensor *tensors, size_t n_tensors,
     return QN_OK;
 }
 
-static qn_status opt_save(void *ctx, const char *dir) {
-    opt_ctx *oc = ctx;
+qn_status ts_opt_save(void *ctx, const char *dir) {
+    ts_opt_ctx *oc = ctx;
     if (!oc->ready) return qn_fail(QN_ERR_INVALID, "%s: no optimizer step was taken", dir);
     return save_state(&oc->opt, dir, oc->tensors, oc->n_tensors);
 }
 
-/* Resolves --load: a save dir with `latest` becomes its step dir, which must
- * hold every checkpoint file; its weights replace --model and its
- * batch_step steps are skipped when the rollout id matches. */
-static qn_status resolve_load(const char *load, int64_t rollout_id, char *dir, size_t cap,
-                              ts_args *a) {
+void ts_opt_free(ts_opt_ctx *oc) {
+    if (oc->ready) qn_adamw_free(&oc->opt);
+    free(oc->table);
+    oc->table = NULL;
+    oc->ready = false;
+}
+
+static int64_t state_int(const cJSON *o, const char *key) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(x) && isfinite(x->valuedouble) ? (int64_t)x->valuedouble : -1;
+}
+
+qn_status ts_ckpt_resolve(const char *load, ts_ckpt *out) {
     char path[4400];
+    char *dir = out->dir;
+    size_t cap = sizeof out->dir;
     snprintf(path, sizeof path, "%s/latest", load);
     snprintf(dir, cap, "%s", load);
     FILE *f = fopen(path, "rb");
@@ -259,13 +259,25 @@ static qn_status resolve_load(const char *load, int64_t rollout_id, char *dir, s
         s = qn_fail(QN_ERR_FORMAT, "%s: expected numbers \"batch_step\" and \"rollout_id\"",
                     path);
     else {
-        a->model = dir;
-        a->load_ckpt = dir;
-        a->skip_steps = (int64_t)rid->valuedouble == rollout_id ? (int64_t)bs->valuedouble : 0;
+        out->rollout_id = (int64_t)rid->valuedouble;
+        out->batch_step = (int64_t)bs->valuedouble;
+        out->batch_steps = state_int(o, "batch_steps");
+        out->step = state_int(o, "step");
+        out->data_cursor = state_int(o, "data_cursor");
     }
     cJSON_Delete(o);
     free(text);
     return s;
+}
+
+/* Resolves --load (ts_ckpt_resolve): its weights replace --model and its
+ * batch_step steps are skipped when the rollout id matches. */
+static qn_status resolve_load(const char *load, int64_t rollout_id, ts_ckpt *ck, ts_args *a) {
+    QN_CHECK(ts_ckpt_resolve(load, ck));
+    a->model = ck->dir;
+    a->load_ckpt = ck->dir;
+    a->skip_steps = ck->rollout_id == rollout_id ? ck->batch_step : 0;
+    return QN_OK;
 }
 
 int qn_cmd_train_step(int argc, char **argv) {
@@ -294,8 +306,8 @@ int qn_cmd_train_step(int argc, char **argv) {
     a.weight_advertise = cfg.weight_advertise;
     a.weight_version = cfg.weight_version ? cfg.weight_version : cfg.rollout_id + 1;
     a.update_timeout_s = cfg.update_weights_timeout;
-    opt_ctx oc = {.tr = &cfg.tr};
-    char load_dir[4096];
+    ts_opt_ctx oc = {.tr = &cfg.tr};
+    ts_ckpt ck;
     qn_adamw_cfg check;
     qn_status s = qn_trainer_loss_cfg(&cfg.tr, &a.loss);
     /* the flags alone: the batch's step count, known later, replaces this stand-in */
@@ -309,20 +321,20 @@ int qn_cmd_train_step(int argc, char **argv) {
         goto done;
     }
     if (cfg.load) { /* a missing file fails before any work or output */
-        s = resolve_load(cfg.load, cfg.rollout_id, load_dir, sizeof load_dir, &a);
+        s = resolve_load(cfg.load, cfg.rollout_id, &ck, &a);
         if (s != QN_OK) {
             fprintf(stderr, "quench train-step: --load: %s\n", qn_last_error());
             rc = QN_EXIT_FAILURE;
             goto done;
         }
-        oc.load = load_dir;
+        oc.load = ck.dir;
     }
-    a.opt_step = opt_step;
-    a.opt_save = opt_save;
+    a.opt_step = ts_opt_step;
+    a.opt_save = ts_opt_save;
     a.opt_ctx = &oc;
+    a.metrics_fd = -1;
     rc = ts_run(&a);
-    qn_adamw_free(&oc.opt);
-    free(oc.table);
+    ts_opt_free(&oc);
 done:
     qn_flags_parsed_free(&p);
     qn_flags_free(&k_ts_table, &cfg);

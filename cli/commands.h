@@ -51,6 +51,9 @@ void qn_help_tokenize(FILE *out);
 /* one trainer optimizer step on a JSONL batch (cli/cmd_train_step.c) */
 int qn_cmd_train_step(int argc, char **argv);
 void qn_help_train_step(FILE *out);
+/* the long-running GRPO trainer rank fed by `quench buffer` (cli/cmd_train.c) */
+int qn_cmd_train(int argc, char **argv);
+void qn_help_train(FILE *out);
 
 /* offline batch generation with the rollout engine (cli/cmd_generate.c) */
 int qn_cmd_generate(int argc, char **argv);
@@ -67,5 +70,26 @@ void qn_help_router(FILE *out);
 /* the data buffer service (cli/cmd_buffer.c, cli/buffer*.c) */
 int qn_cmd_buffer(int argc, char **argv);
 void qn_help_buffer(FILE *out);
+
+/* PNG charts of a run's metrics.jsonl (cli/cmd_plot.c) */
+int qn_cmd_plot(int argc, char **argv);
+void qn_help_plot(FILE *out);
+
+/* the evaluation process of a job (cli/cmd_eval.c, cli/eval.c) */
+int qn_cmd_eval(int argc, char **argv);
+void qn_help_eval(FILE *out);
+
+/* The flag tables of the processes `quench launch` starts: it splits one
+ * command line among them by flag name (cli/launch_plan.c). */
+struct qn_flag_table;
+const struct qn_flag_table *qn_flags_router(void);
+const struct qn_flag_table *qn_flags_buffer(void);
+const struct qn_flag_table *qn_flags_rollout(void);
+const struct qn_flag_table *qn_flags_eval(void);
+const struct qn_flag_table *qn_flags_train(void);
+
+/* the job launcher (cli/cmd_launch.c, cli/launch_*.c) */
+int qn_cmd_launch(int argc, char **argv);
+void qn_help_launch(FILE *out);
 
 #endif

@@ -27,10 +27,14 @@ static const qn_command k_commands[] = {
     {"convert", "rewrite a checkpoint as FP8 blocks (DeepSeek-V3 convention), bf16 or fp32", qn_cmd_convert, qn_help_convert},
     {"tokenize", "text to token ids and back, chat templates, tokenizer.json export", qn_cmd_tokenize, qn_help_tokenize},
     {"train-step", "the GRPO/SFT optimizer steps of a JSONL batch (AdamW, checkpoints)", qn_cmd_train_step, qn_help_train_step},
+    {"train", "the GRPO trainer rank: rollouts from the buffer, checkpoints, weight updates", qn_cmd_train, qn_help_train},
     {"generate", "offline batch generation with the rollout engine (JSONL in, JSONL out)", qn_cmd_generate, qn_help_generate},
     {"rollout", "a rollout engine serving a router (register, generate, weight updates, drain)", qn_cmd_rollout, qn_help_rollout},
     {"router", "the request router: engine registry, dispatch, weight updates, HTTP API", qn_cmd_router, qn_help_router},
     {"buffer", "the data buffer: prompts, groups, rewards, advantages, rollouts in Redis for trainers", qn_cmd_buffer, qn_help_buffer},
+    {"plot", "PNG charts of a run's metrics.jsonl (reward, KL, entropy, step time, ...)", qn_cmd_plot, qn_help_plot},
+    {"eval", "the evaluation process: held-out accuracy of the served weights at eval points", qn_cmd_eval, qn_help_eval},
+    {"launch", "run a whole GRPO job: Redis, router, buffer, engines, eval, trainer ranks", qn_cmd_launch, qn_help_launch},
 };
 static const size_t k_n_commands = sizeof k_commands / sizeof k_commands[0];
 

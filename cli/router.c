@@ -421,7 +421,7 @@ static void engine_drop(rt *r, rt_engine *e, const char *why) {
     QN_LOG_WARN("router: dropping engine %s (%s); %zu requests in flight on it are sent again",
                 e->id, why, n_back);
     redis_engine_del(r, e);
-    if (r->upd_active) part_mark(r, e->id, UPD_FAILED, why);
+    if (r->upd_active) part_mark(r, e->id, UPD_GONE, why);
     for (size_t i = 0; i < r->n_engines; i++) {
         if (r->engines[i] == e) {
             r->engines[i] = r->engines[--r->n_engines];
@@ -598,6 +598,7 @@ static void send_status(rt *r, int phase) {
     size_t elen = 0;
     int reached =
         phase == QUENCH__WEIGHT_UPDATE_PHASE__WEIGHT_UPDATE_PHASE_READY ? UPD_READY : UPD_APPLIED;
+    size_t n_gone = 0;
     for (size_t i = 0; ok_ids && bad_ids && i < r->n_parts; i++) {
         rt_part *p = &r->parts[i];
         if (p->state == UPD_FAILED) {
@@ -605,6 +606,8 @@ static void send_status(rt *r, int phase) {
             if (elen < sizeof err - 1)
                 elen += (size_t)snprintf(err + elen, sizeof err - elen, "%s%s: %s",
                                          elen ? "; " : "", p->id, p->error);
+        } else if (p->state == UPD_GONE) {
+            n_gone++; /* died during the update: neither applied nor failed */
         } else if (p->state >= reached) {
             ok_ids[st.n_engine_ids++] = p->id;
         }
@@ -620,9 +623,9 @@ static void send_status(rt *r, int phase) {
     st.error = st.ok ? "" : err;
     Quench__Envelope env = qn_envelope_weight_update_status(&st);
     rt_zsend(r, r->upd_client, r->upd_client_len, &env, r->upd_client_rid);
-    QN_LOG_INFO("router: weight update to %" PRIu64 ": %s (%zu engines ok, %zu failed%s%s)",
-                r->upd_version, reached == UPD_READY ? "READY" : "APPLIED", st.n_engine_ids,
-                st.n_failed_engine_ids, st.ok ? "" : ": ", err);
+    QN_LOG_INFO("router: weight update to %" PRIu64 ": %s (%zu engines ok, %zu failed%s%s, "
+                "%zu gone)", r->upd_version, reached == UPD_READY ? "READY" : "APPLIED",
+                st.n_engine_ids, st.n_failed_engine_ids, st.ok ? "" : ": ", err, n_gone);
     free(ok_ids);
     free(bad_ids);
 }
@@ -720,7 +723,11 @@ static void on_update_begin(rt *r, qn_zmsg *m) {
         p->state = UPD_WAIT_READY;
         e->resync_at = rt_now_ms(r);
         if (rt_zsend(r, e->ident, e->ident_len, &env, ++r->next_rid) != QN_OK) {
-            p->state = UPD_FAILED;
+            /* its connection is gone: the engine died. Not a failure of the update: the
+             * next tick drops it, and a restarted engine gets the version when it
+             * registers. */
+            e->dead = true;
+            p->state = UPD_GONE;
             snprintf(p->error, sizeof p->error, "unreachable");
         }
     }

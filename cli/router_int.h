@@ -91,7 +91,9 @@ typedef struct rt_part { /* an engine taking part in a weight update */
     char error[256];
 } rt_part;
 
-enum { UPD_WAIT_READY, UPD_READY, UPD_APPLIED, UPD_FAILED };
+/* UPD_GONE: the engine died or left during the update; it is neither waited
+ * for nor a failure (a new engine gets the version when it registers). */
+enum { UPD_WAIT_READY, UPD_READY, UPD_APPLIED, UPD_FAILED, UPD_GONE };
 enum { RQ_NONE, RQ_QUEUED, RQ_INFLIGHT };
 
 typedef struct rt {

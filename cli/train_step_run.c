@@ -2,7 +2,11 @@
  * bridge are in cmd_train_step.c): read and validate the batch file, GRPO
  * advantages, the packing plan, per micro-batch forward / loss / backward,
  * the all-reduce over data-parallel ranks, the optimizer step and the
- * outputs.
+ * outputs. The work is a trainer object (ts_trainer, train_step.h) that
+ * keeps the model, workspaces, buffers, optimizer table and dist handle
+ * across batches, so `quench train` (cmd_train.c) runs the same code on
+ * every rollout; ts_run is train-step's one-batch use of it. A batch may
+ * carry its own advantages (the buffer's) instead of GRPO from the rewards.
  *
  * Old log-probs are "recomputed": with one optimizer step per batch the
  * forward of the loss pass runs on the unchanged weights, so its log-probs
@@ -51,22 +55,7 @@
 /* the metrics are all-reduced as one array of doubles */
 _Static_assert(sizeof(qn_loss_metrics) % sizeof(double) == 0, "qn_loss_metrics: doubles only");
 
-typedef struct ts_sample {
-    int32_t *tokens; /* [len] */
-    int64_t len, k;  /* response positions k..len-1 */
-    int64_t group;
-    double reward;
-    float *roll;     /* [len-k] rollout log-probs or NULL */
-    float *mask;     /* [len-k] or NULL (all ones) */
-} ts_sample;
-
-typedef struct ts_batch {
-    ts_sample *v;
-    int64_t n;
-    bool all_roll; /* every sample has rollout_logprobs */
-} ts_batch;
-
-static void batch_free(ts_batch *b) {
+void ts_batch_free(ts_batch *b) {
     for (int64_t i = 0; i < b->n; i++) {
         free(b->v[i].tokens);
         free(b->v[i].roll);
@@ -74,6 +63,11 @@ static void batch_free(ts_batch *b) {
     }
     free(b->v);
     memset(b, 0, sizeof *b);
+}
+
+void ts_batch_finish(ts_batch *b) {
+    b->all_roll = true;
+    for (int64_t i = 0; i < b->n; i++) b->all_roll = b->all_roll && b->v[i].roll;
 }
 
 static bool is_int(const cJSON *x) {
@@ -218,18 +212,17 @@ static qn_status read_sample_line(const char *text, long line, void *user) {
     return QN_OK;
 }
 
-static qn_status read_batch(const char *path, int64_t vocab, const qn_loss_cfg *lc,
-                            ts_batch *out) {
+qn_status ts_batch_read(const char *path, int64_t vocab, const qn_loss_cfg *lc,
+                        ts_batch *out) {
     memset(out, 0, sizeof *out);
     batch_ctx c = {.path = path, .vocab = vocab, .lc = lc, .out = out};
     qn_status s = qn_jsonl_foreach(path, read_sample_line, &c);
     if (s == QN_OK && out->n == 0) s = qn_fail(QN_ERR_FORMAT, "%s: no samples", path);
     if (s != QN_OK) {
-        batch_free(out);
+        ts_batch_free(out);
         return s;
     }
-    out->all_roll = true;
-    for (int64_t i = 0; i < out->n; i++) out->all_roll = out->all_roll && out->v[i].roll;
+    ts_batch_finish(out);
     return QN_OK;
 }
 
@@ -267,23 +260,32 @@ static qn_status mb_alloc(ts_mb *b, int64_t T, int64_t S) {
     return ok ? QN_OK : qn_fail(QN_ERR_NOMEM, "train-step: micro-batch buffers");
 }
 
-typedef struct ts_state {
+/* The trainer: what persists across batches (model, workspaces, buffers,
+ * the dist handle, the optimizer's tensor table), then the current batch's
+ * state (kept until the next batch: checkpoints refer to it). */
+struct ts_trainer {
     const ts_args *a;
-    ts_batch batch;
-    double *adv; /* [n] per sample */
     qn_model m, ref;
-    bool have_ref;
+    bool have_ref, have_grads, joined;
     qn_model_ws *ws, *ref_ws;
-    qn_pack_plan plan;
-    bool have_plan;
+    int64_t ws_T, mb_T, mb_S; /* sizes the workspaces and buffers have */
     qn_dist *dist;
     ts_mb mb;
+    ts_tensor *tt;
+    size_t nt;
+    /* the current batch */
+    const ts_batch *batch;
+    double *adv; /* [n] per sample */
+    qn_pack_plan plan;
+    bool have_plan;
     qn_loss_norm norm;
     qn_loss_metrics met;
     int64_t *cu_all;  /* [n+1] response-token offsets of the samples in the batch */
     float *old_all;   /* [cu_all[n]] start-of-batch log-probs, or NULL: use this forward's */
+    float *mask_all;  /* [cu_all[n]] loss masks */
     bool fwd_only;    /* the old log-prob pass: forward into old_all, no loss */
-} ts_state;
+};
+typedef struct ts_trainer ts_state;
 
 /* Runs one micro-batch: its samples are idx[0..ns). */
 static qn_status run_micro(ts_state *st, const int64_t *idx, int64_t ns) {
@@ -293,7 +295,7 @@ static qn_status run_micro(ts_state *st, const int64_t *idx, int64_t ns) {
     b->cu[0] = 0;
     b->cu_resp[0] = 0;
     for (int64_t j = 0; j < ns; j++) {
-        const ts_sample *q = &st->batch.v[idx[j]];
+        const ts_sample *q = &st->batch->v[idx[j]];
         memcpy(b->tokens + T, q->tokens, (size_t)q->len * sizeof(int32_t));
         for (int64_t t = q->k; t < q->len; t++) {
             int64_t r = t - q->k;
@@ -329,7 +331,7 @@ static qn_status run_micro(ts_state *st, const int64_t *idx, int64_t ns) {
         QN_CHECK(qn_model_forward(&st->ref, st->ref_ws, &mb, temp, b->ref, b->ref_ent));
     qn_loss_batch lb = {.n_samples = ns, .cu_tokens = b->cu_resp, .logp = b->logp,
                         .old_logp = b->old, .ref_logp = a->loss.use_kl_loss ? b->ref : NULL,
-                        .rollout_logp = st->batch.all_roll ? b->roll : NULL,
+                        .rollout_logp = st->batch->all_roll ? b->roll : NULL,
                         .entropy = b->ent, .advantage = b->adv, .loss_mask = b->mask};
     QN_CHECK(qn_loss_compute(&a->loss, &lb, &st->norm, b->dlogp, b->dent, &st->met));
     for (int64_t r = 0; r < R; r++) {
@@ -424,7 +426,7 @@ static qn_status write_state(ts_state *st, const char *dir, int64_t batch_step, 
     QN_CHECK(a->opt_save(a->opt_ctx, dir));
     bool mid = batch_step < st->plan.n_steps && st->old_all;
     if (mid) {
-        int64_t n_resp = st->cu_all[st->batch.n];
+        int64_t n_resp = st->cu_all[st->batch->n];
         snprintf(path, sizeof path, "%s/%s", dir, k_ckpt_files[4]);
         qn_st_writer *w = NULL;
         qn_status s = qn_st_writer_init(&w, path);
@@ -449,13 +451,12 @@ static qn_status write_state(ts_state *st, const char *dir, int64_t batch_step, 
 }
 
 /* Writes --save/step-K (layout and atomicity: cmd_train_step.c's header). */
-static qn_status write_ckpt(ts_state *st, int64_t batch_step, int64_t step) {
-    const ts_args *a = st->a;
+static qn_status write_ckpt(ts_state *st, const char *save, int64_t batch_step, int64_t step) {
     char tmp[4096], fin[4096], path[4400], path2[4400];
-    if (mkdir(a->save, 0777) != 0 && errno != EEXIST)
-        return qn_fail(QN_ERR_IO, "%s: cannot create: %s", a->save, strerror(errno));
-    snprintf(tmp, sizeof tmp, "%s/.tmp-step-%lld", a->save, (long long)step);
-    snprintf(fin, sizeof fin, "%s/step-%lld", a->save, (long long)step);
+    if (mkdir(save, 0777) != 0 && errno != EEXIST)
+        return qn_fail(QN_ERR_IO, "%s: cannot create: %s", save, strerror(errno));
+    snprintf(tmp, sizeof tmp, "%s/.tmp-step-%lld", save, (long long)step);
+    snprintf(fin, sizeof fin, "%s/step-%lld", save, (long long)step);
     QN_CHECK(remove_dir(tmp));
     if (mkdir(tmp, 0777) != 0)
         return qn_fail(QN_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
@@ -469,8 +470,8 @@ static qn_status write_ckpt(ts_state *st, int64_t batch_step, int64_t step) {
     QN_CHECK(remove_dir(fin));
     if (rename(tmp, fin) != 0)
         return qn_fail(QN_ERR_IO, "%s -> %s: rename: %s", tmp, fin, strerror(errno));
-    snprintf(path, sizeof path, "%s/.latest.tmp", a->save);
-    snprintf(path2, sizeof path2, "%s/latest", a->save);
+    snprintf(path, sizeof path, "%s/.latest.tmp", save);
+    snprintf(path2, sizeof path2, "%s/latest", save);
     FILE *f = fopen(path, "wb");
     if (!f) return qn_fail(QN_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
     fprintf(f, "step-%lld\n", (long long)step);
@@ -478,18 +479,100 @@ static qn_status write_ckpt(ts_state *st, int64_t batch_step, int64_t step) {
     ok = fclose(f) == 0 && ok;
     if (!ok || rename(path, path2) != 0)
         return qn_fail(QN_ERR_IO, "%s: cannot write: %s", path2, strerror(errno));
-    QN_CHECK(fsync_path(a->save, true));
+    QN_CHECK(fsync_path(save, true));
     QN_LOG_INFO("checkpoint %s (batch step %lld of %lld)", fin, (long long)batch_step,
                 (long long)st->plan.n_steps);
     return QN_OK;
 }
 
-static qn_status step(ts_state *st) {
+/* Frees the state of the previous batch. */
+static void batch_reset(ts_state *st) {
+    if (st->have_plan) qn_pack_plan_free(&st->plan);
+    st->have_plan = false;
+    free(st->adv);
+    free(st->cu_all);
+    free(st->old_all);
+    free(st->mask_all);
+    st->adv = NULL;
+    st->cu_all = NULL;
+    st->old_all = NULL;
+    st->mask_all = NULL;
+    st->batch = NULL;
+}
+
+qn_status ts_trainer_open(const ts_args *a, ts_trainer **out) {
+    *out = NULL;
+    if (a->threads > 0) omp_set_num_threads((int)a->threads);
+    ts_state *st = calloc(1, sizeof *st);
+    if (!st) return qn_fail(QN_ERR_NOMEM, "train: trainer state");
+    st->a = a;
+    *out = st;
+    return qn_model_open(&st->m, a->model);
+}
+
+qn_status ts_trainer_join(ts_trainer *st) {
+    if (st->joined) return QN_OK;
+    qn_dist_config dc;
+    QN_CHECK(qn_dist_config_from_env("train", &dc));
+    QN_CHECK(qn_dist_init(&dc, &st->dist));
+    st->joined = true;
+    return QN_OK;
+}
+
+int ts_trainer_rank(const ts_trainer *t) { return t->dist ? qn_dist_rank(t->dist) : 0; }
+int ts_trainer_world_size(const ts_trainer *t) {
+    return t->dist ? qn_dist_world_size(t->dist) : 1;
+}
+const qn_model *ts_trainer_model(const ts_trainer *t) { return &t->m; }
+int64_t ts_trainer_vocab(const ts_trainer *t) { return t->m.d.vocab; }
+
+qn_status ts_trainer_checkpoint(ts_trainer *t, const char *save, int64_t batch_step,
+                                int64_t step) {
+    if (!t->batch || !t->have_plan)
+        return qn_fail(QN_ERR_INVALID, "%s: no batch was trained", save);
+    return write_ckpt(t, save, batch_step, step);
+}
+
+qn_status ts_trainer_write_dir(ts_trainer *t, const char *dir, int64_t batch_step,
+                               int64_t step) {
+    if (!t->batch || !t->have_plan)
+        return qn_fail(QN_ERR_INVALID, "%s: no batch was trained", dir);
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+        return qn_fail(QN_ERR_IO, "%s: cannot create: %s", dir, strerror(errno));
+    size_t n_files = 0;
+    return write_state(t, dir, batch_step, step, &n_files);
+}
+
+/* One step's metrics line (rank 0). */
+static qn_status print_metrics(ts_state *st, const ts_opt_info *oi) {
     const ts_args *a = st->a;
-    QN_CHECK(qn_model_open(&st->m, a->model));
-    QN_CHECK(read_batch(a->batch, st->m.d.vocab, &a->loss, &st->batch));
-    int64_t n = st->batch.n;
-    if (a->loss.use_kl_loss) {
+    char buf[2048];
+    qn_loss_metrics_json(&a->loss, &st->met, st->batch->all_roll, buf, sizeof buf);
+    if (a->metrics_fd < 0) {
+        printf("{%s, \"train/grad_norm\": %.17g, \"train/lr\": %.17g}\n", buf, oi->grad_norm,
+               oi->lr);
+        fflush(stdout);
+        return QN_OK;
+    }
+    char line[2400];
+    int n = snprintf(line, sizeof line,
+                     "{\"rollout_id\": %lld, \"step\": %lld, %s, \"train/grad_norm\": %.17g, "
+                     "\"train/lr\": %.17g}\n",
+                     (long long)a->rollout_id, (long long)oi->step, buf, oi->grad_norm, oi->lr);
+    if (n < 0 || (size_t)n >= sizeof line)
+        return qn_fail(QN_ERR_INTERNAL, "train: metrics line too long");
+    if (write(a->metrics_fd, line, (size_t)n) != n) /* one write(): other writers append too */
+        return qn_fail(QN_ERR_IO, "metrics file: write failed: %s", strerror(errno));
+    return QN_OK;
+}
+
+qn_status ts_trainer_train(ts_trainer *st, const ts_batch *batch, ts_result *res) {
+    const ts_args *a = st->a;
+    batch_reset(st);
+    st->batch = batch;
+    int64_t n = st->batch->n;
+    if (n <= 0) return qn_fail(QN_ERR_INVALID, "train: empty batch");
+    if (a->loss.use_kl_loss && !st->have_ref) {
         QN_CHECK(qn_model_open(&st->ref, a->ref_load));
         st->have_ref = true;
         if (st->ref.d.vocab != st->m.d.vocab)
@@ -501,31 +584,34 @@ static qn_status step(ts_state *st) {
     int64_t *grp = malloc((size_t)n * sizeof(int64_t));
     int64_t *len = malloc((size_t)n * sizeof(int64_t));
     int64_t *cu = malloc((size_t)(n + 1) * sizeof(int64_t));
+    st->cu_all = cu;
     st->adv = malloc((size_t)n * sizeof(double));
     qn_status s = QN_OK;
-    float *mask = NULL;
-    ts_tensor *tt = NULL;
     if (!rew || !grp || !len || !cu || !st->adv) {
         s = qn_fail(QN_ERR_NOMEM, "train-step: batch arrays");
         goto done;
     }
     cu[0] = 0;
     for (int64_t i = 0; i < n; i++) {
-        rew[i] = st->batch.v[i].reward;
-        grp[i] = st->batch.v[i].group;
-        len[i] = st->batch.v[i].len;
-        cu[i + 1] = cu[i] + st->batch.v[i].len - st->batch.v[i].k;
+        rew[i] = st->batch->v[i].reward;
+        grp[i] = st->batch->v[i].group;
+        len[i] = st->batch->v[i].len;
+        cu[i + 1] = cu[i] + st->batch->v[i].len - st->batch->v[i].k;
     }
-    mask = malloc((size_t)(cu[n] > 0 ? cu[n] : 1) * sizeof(float));
+    float *mask = st->mask_all = malloc((size_t)(cu[n] > 0 ? cu[n] : 1) * sizeof(float));
     if (!mask) {
         s = qn_fail(QN_ERR_NOMEM, "train-step: masks");
         goto done;
     }
     for (int64_t i = 0; i < n; i++) {
-        const ts_sample *q = &st->batch.v[i];
+        const ts_sample *q = &st->batch->v[i];
         for (int64_t r = 0; r < q->len - q->k; r++) mask[cu[i] + r] = q->mask ? q->mask[r] : 1.0f;
     }
-    QN_CHECK_GOTO(qn_adv_grpo(rew, grp, (size_t)n, a->normalize_std, st->adv), s, done);
+    if (st->batch->have_adv) { /* the buffer's advantages, as they are */
+        for (int64_t i = 0; i < n; i++) st->adv[i] = st->batch->v[i].advantage;
+    } else {
+        QN_CHECK_GOTO(qn_adv_grpo(rew, grp, (size_t)n, a->normalize_std, st->adv), s, done);
+    }
 
     /* rank identity and the plan */
     qn_dist_config dc;
@@ -544,7 +630,7 @@ static qn_status step(ts_state *st) {
                     (long long)a->rollout_id, a->max_steps ? " and --max-steps stops there" : "");
         goto done;
     }
-    QN_CHECK_GOTO(qn_dist_init(&dc, &st->dist), s, done);
+    QN_CHECK_GOTO(ts_trainer_join(st), s, done);
     int rank = qn_dist_rank(st->dist), world = qn_dist_world_size(st->dist);
 
     int64_t maxT = 1, maxS = 1, n_run = 0, n_tok = 0, n_mine = 0, n_mbs = 0;
@@ -564,27 +650,47 @@ static qn_status step(ts_state *st) {
                 "%lld micro-batches (%lld non-empty)", rank, world, (long long)n_mine,
                 (long long)n, (long long)n_tok, (long long)n_steps, (long long)n_mbs,
                 (long long)n_run);
-    QN_CHECK_GOTO(mb_alloc(&st->mb, maxT, maxS), s, done);
-    QN_CHECK_GOTO(qn_model_ws_init(&st->ws, &st->m, maxT, maxT), s, done);
-    if (st->have_ref) QN_CHECK_GOTO(qn_model_ws_init(&st->ref_ws, &st->ref, maxT, maxT), s, done);
-    QN_CHECK_GOTO(qn_model_alloc_grads(&st->m), s, done);
-    st->cu_all = cu;
+    /* buffers and workspaces grow to the largest batch seen (their contents are
+     * scratch: sizes never change results) */
+    if (maxT > st->mb_T || maxS > st->mb_S) {
+        mb_free(&st->mb);
+        memset(&st->mb, 0, sizeof st->mb);
+        st->mb_T = st->mb_S = 0;
+        QN_CHECK_GOTO(mb_alloc(&st->mb, maxT, maxS), s, done);
+        st->mb_T = maxT;
+        st->mb_S = maxS;
+    }
+    if (maxT > st->ws_T) {
+        qn_model_ws_free(st->ws);
+        qn_model_ws_free(st->ref_ws);
+        st->ws = st->ref_ws = NULL;
+        st->ws_T = 0;
+        QN_CHECK_GOTO(qn_model_ws_init(&st->ws, &st->m, maxT, maxT), s, done);
+        if (st->have_ref)
+            QN_CHECK_GOTO(qn_model_ws_init(&st->ref_ws, &st->ref, maxT, maxT), s, done);
+        st->ws_T = maxT;
+    }
+    if (!st->have_grads) {
+        QN_CHECK_GOTO(qn_model_alloc_grads(&st->m), s, done);
+        st->have_grads = true;
+    }
     if (n_steps > 1 && !a->loss.use_rollout_logprobs) /* old log-probs of the batch's start */
         QN_CHECK_GOTO(old_logprobs(st, cu[n], rank, world), s, done);
 
     /* optimizer: trainable tensors only (e_score_correction_bias is a buffer) */
-    tt = calloc(st->m.n_params ? st->m.n_params : 1, sizeof *tt);
-    if (!tt) {
-        s = qn_fail(QN_ERR_NOMEM, "train-step: tensor table");
-        goto done;
-    }
-    size_t nt = 0;
-    for (size_t i = 0; i < st->m.n_params; i++) {
-        const qn_param_info *p = &st->m.params[i];
-        if (!p->trainable) continue;
-        tt[nt++] = (ts_tensor){.name = p->name, .offset = (int64_t)p->offset,
-                               .size = (int64_t)p->numel, .ndim = p->ndim,
-                               .shape = {p->shape[0], p->shape[1]}};
+    if (!st->tt) {
+        st->tt = calloc(st->m.n_params ? st->m.n_params : 1, sizeof *st->tt);
+        if (!st->tt) {
+            s = qn_fail(QN_ERR_NOMEM, "train-step: tensor table");
+            goto done;
+        }
+        for (size_t i = 0; i < st->m.n_params; i++) {
+            const qn_param_info *p = &st->m.params[i];
+            if (!p->trainable) continue;
+            st->tt[st->nt++] = (ts_tensor){.name = p->name, .offset = (int64_t)p->offset,
+                                           .size = (int64_t)p->numel, .ndim = p->ndim,
+                                           .shape = {p->shape[0], p->shape[1]}};
+        }
     }
     int64_t last_step = 0;
     for (int64_t k = a->skip_steps; k < end; k++) {
@@ -618,34 +724,34 @@ static qn_status step(ts_state *st) {
         if (a->save_grads && rank == 0)
             QN_CHECK_GOTO(qn_model_save_grads(&st->m, a->save_grads), s, done);
         ts_opt_info oi = {0};
-        QN_CHECK_GOTO(a->opt_step(a->opt_ctx, tt, nt, (int64_t)st->m.n_floats, n_steps, st->m.w,
-                                  st->m.g, &oi), s, done);
+        QN_CHECK_GOTO(a->opt_step(a->opt_ctx, st->tt, st->nt, (int64_t)st->m.n_floats, n_steps,
+                                  st->m.w, st->m.g, &oi), s, done);
         last_step = oi.step;
         if (rank != 0) continue;
-        char buf[2048];
-        qn_loss_metrics_json(&a->loss, &st->met, st->batch.all_roll, buf, sizeof buf);
-        printf("{%s, \"train/grad_norm\": %.17g, \"train/lr\": %.17g}\n", buf, oi.grad_norm, oi.lr);
-        fflush(stdout);
+        QN_CHECK_GOTO(print_metrics(st, &oi), s, done);
         bool due = a->save_interval > 0 && oi.step % a->save_interval == 0;
         if (a->save && (due || k + 1 == end))
-            QN_CHECK_GOTO(write_ckpt(st, k + 1, oi.step), s, done);
+            QN_CHECK_GOTO(write_ckpt(st, a->save, k + 1, oi.step), s, done);
     }
-    if (rank == 0) {
-        if (mkdir(a->out, 0777) != 0 && errno != EEXIST) {
-            s = qn_fail(QN_ERR_IO, "%s: cannot create: %s", a->out, strerror(errno));
-            goto done;
-        }
-        size_t n_files = 0;
-        QN_CHECK_GOTO(write_state(st, a->out, end, last_step, &n_files), s, done);
-    }
+    *res = (ts_result){.n_steps = n_steps, .end = end, .last_step = last_step};
 done:
-    free(tt);
     free(rew);
     free(grp);
     free(len);
-    free(mask);
-    if (st->cu_all != cu) free(cu);
     return s;
+}
+
+void ts_trainer_free(ts_trainer *st) {
+    if (!st) return;
+    batch_reset(st);
+    mb_free(&st->mb);
+    qn_model_ws_free(st->ws);
+    qn_model_ws_free(st->ref_ws);
+    qn_dist_free(st->dist);
+    free(st->tt);
+    qn_model_free(&st->m);
+    qn_model_free(&st->ref);
+    free(st);
 }
 
 /* Publishes the trained weights on a weight server and announces them to the router; waits
@@ -675,21 +781,17 @@ static qn_status update_weights(ts_state *st) {
 }
 
 int ts_run(const ts_args *a) {
-    if (a->threads > 0) omp_set_num_threads((int)a->threads);
-    ts_state st = {.a = a};
-    qn_status s = step(&st);
-    if (s == QN_OK && a->router && qn_dist_rank(st.dist) == 0) s = update_weights(&st);
+    ts_trainer *st = NULL;
+    ts_batch batch = {0};
+    ts_result res = {0};
+    qn_status s = ts_trainer_open(a, &st);
+    if (s == QN_OK) s = ts_batch_read(a->batch, st->m.d.vocab, &a->loss, &batch);
+    if (s == QN_OK) s = ts_trainer_train(st, &batch, &res);
+    if (s == QN_OK && ts_trainer_rank(st) == 0)
+        s = ts_trainer_write_dir(st, a->out, res.end, res.last_step);
+    if (s == QN_OK && a->router && ts_trainer_rank(st) == 0) s = update_weights(st);
     if (s != QN_OK) fprintf(stderr, "quench train-step: %s\n", qn_last_error());
-    mb_free(&st.mb);
-    qn_model_ws_free(st.ws);
-    qn_model_ws_free(st.ref_ws);
-    if (st.have_plan) qn_pack_plan_free(&st.plan);
-    qn_dist_free(st.dist);
-    free(st.adv);
-    free(st.cu_all);
-    free(st.old_all);
-    batch_free(&st.batch);
-    qn_model_free(&st.m);
-    qn_model_free(&st.ref);
+    ts_trainer_free(st);
+    ts_batch_free(&batch);
     return s == QN_OK ? QN_EXIT_OK : QN_EXIT_FAILURE;
 }

@@ -17,12 +17,14 @@ PACKAGES=(
   libpcre2-dev          # tokenizer pre-tokenizer regexes
   libutf8proc-dev       # Unicode normalisation
   libcurl4-openssl-dev  # remote reward services
+  zlib1g-dev            # deflate for the PNG charts of `quench plot`
   libgloo-dev           # CPU collectives between trainer ranks
   # tests and tools
   libcmocka-dev         # unit tests
   redis-server          # integration tests, and the launcher's Redis
   clang libclang-rt-14-dev  # libFuzzer targets, sanitizers
   curl                  # HTTP tests
+  openssh-server openssh-client  # tests/cli/sshd_local.sh: two "nodes" over real ssh for quench launch
   python3-torch python3-numpy  # tests/ref/*.py: PyTorch references (model core, loss, AdamW)
 )
 
