@@ -205,8 +205,8 @@ static qn_status build_exec(const run_state *rs, const ln_proc *q, ln_strv *out)
         ln_strv_free(&cmd);
         return s;
     }
-    /* ssh HOST 'cd CWD || exit 97; env K=V ... CMD </dev/null & p=$!;
-     *           (cat >/dev/null; kill -TERM $p; sleep 5; kill -KILL $p) >/dev/null 2>&1 &
+    /* ssh HOST 'cd CWD || exit 97; env K=V ... CMD </dev/null & p=$!; exec 3<&0;
+     *           (cat <&3 >/dev/null; kill -TERM $p; sleep 5; kill -KILL $p) >/dev/null 2>&1 &
      *           wait $p' */
     char remote[16384], cwd[2048];
     size_t off = 0;
@@ -223,9 +223,11 @@ static qn_status build_exec(const run_state *rs, const ln_proc *q, ln_strv *out)
         append(remote, sizeof remote, &off, " ");
         shell_quote(remote, sizeof remote, &off, cmd.v[i]);
     }
+    /* a background job of a non-interactive shell reads /dev/null unless redirected
+     * explicitly: the watcher reads the session's stdin through fd 3 */
     append(remote, sizeof remote, &off,
-           " </dev/null & p=$!; (cat >/dev/null; kill -TERM $p 2>/dev/null; sleep 5; "
-           "kill -KILL $p 2>/dev/null) >/dev/null 2>&1 & wait $p");
+           " </dev/null & p=$!; exec 3<&0; (cat <&3 >/dev/null; kill -TERM $p 2>/dev/null; "
+           "sleep 5; kill -KILL $p 2>/dev/null) >/dev/null 2>&1 & wait $p");
     ln_strv_free(&cmd);
     if (off + 2 >= sizeof remote) return qn_fail(QN_ERR_RANGE, "%s: command too long", q->name);
     QN_CHECK(split_words(p->ssh_command, out));
