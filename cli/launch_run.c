@@ -87,9 +87,6 @@ typedef struct run_state {
     double first_acc, last_acc;
     int64_t first_acc_v, last_acc_v;
     bool have_acc;
-    int64_t rollouts_done;
-    double last_reward;
-    bool have_reward;
 } run_state;
 
 /* ------------------------------------------------------------ quoting for the remote shell */
@@ -420,59 +417,66 @@ static void stream_logs(run_state *rs) {
     fflush(stderr);
 }
 
-static void progress(run_state *rs) {
+/* One metrics line: remembers the latest figures and, unless quiet, prints
+ * a progress line for a rollout generated, a rollout trained or an
+ * evaluation. */
+static void progress_line(run_state *rs, const char *line, bool quiet) {
+    cJSON *o = cJSON_Parse(line);
+    const cJSON *rid = cJSON_GetObjectItemCaseSensitive(o, "rollout_id");
+    const cJSON *rew = cJSON_GetObjectItemCaseSensitive(o, "rollout/raw_reward");
+    const cJSON *tt = cJSON_GetObjectItemCaseSensitive(o, "perf/train_time");
+    const cJSON *acc = cJSON_GetObjectItemCaseSensitive(o, "eval/accuracy");
+    const cJSON *rt = cJSON_GetObjectItemCaseSensitive(o, "perf/rollout_time");
+    const cJSON *tps = cJSON_GetObjectItemCaseSensitive(o, "perf/rollout_tokens_per_s");
+    const cJSON *wt = cJSON_GetObjectItemCaseSensitive(o, "perf/train_wait_time");
+    const cJSON *ut = cJSON_GetObjectItemCaseSensitive(o, "perf/update_weights_time");
+#define NUM(x) (cJSON_IsNumber(x) ? (x)->valuedouble : NAN)
+    if (cJSON_IsNumber(rid) && cJSON_IsNumber(rew) && !quiet)
+        say("rollout %lld generated: reward %.3f, %.1f s, %.0f tokens/s",
+            (long long)rid->valuedouble, rew->valuedouble, NUM(rt), NUM(tps));
+    if (cJSON_IsNumber(rid) && cJSON_IsNumber(tt) && !quiet)
+        say("rollout %lld trained (%lld of %lld): train %.1f s, waited %.1f s, weight update "
+            "%.2f s (%.0f s elapsed)", (long long)rid->valuedouble,
+            (long long)rid->valuedouble + 1, (long long)rs->p->num_rollout, tt->valuedouble,
+            NUM(wt), NUM(ut), qn_now_s() - rs->t0);
+#undef NUM
+    if (cJSON_IsNumber(acc)) {
+        int64_t v = cJSON_IsNumber(rid) ? (int64_t)rid->valuedouble : -1;
+        if (!rs->have_acc) {
+            rs->first_acc = acc->valuedouble;
+            rs->first_acc_v = v;
+        }
+        rs->have_acc = true;
+        rs->last_acc = acc->valuedouble;
+        rs->last_acc_v = v;
+        if (!quiet) say("eval after %lld rollouts: accuracy %.3f", (long long)v, acc->valuedouble);
+    }
+    cJSON_Delete(o);
+}
+
+/* Reads RUN_DIR/metrics.jsonl from where the last call stopped (whole lines
+ * only). quiet: no progress lines (a resumed job's earlier lines). */
+static void progress(run_state *rs, bool quiet) {
     char path[2300];
     snprintf(path, sizeof path, "%s/metrics.jsonl", rs->p->run_dir);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return;
-    char buf[65536];
-    ssize_t n = pread(fd, buf, sizeof buf - 1, rs->metrics_off);
-    close(fd);
-    if (n <= 0) return;
-    buf[n] = 0;
-    char *line = buf, *nl;
-    while ((nl = strchr(line, '\n'))) {
-        *nl = 0;
-        cJSON *o = cJSON_Parse(line);
-        const cJSON *rid = cJSON_GetObjectItemCaseSensitive(o, "rollout_id");
-        const cJSON *rew = cJSON_GetObjectItemCaseSensitive(o, "rollout/raw_reward");
-        const cJSON *tt = cJSON_GetObjectItemCaseSensitive(o, "perf/train_time");
-        const cJSON *acc = cJSON_GetObjectItemCaseSensitive(o, "eval/accuracy");
-        if (cJSON_IsNumber(rid) && cJSON_IsNumber(rew)) {
-            rs->last_reward = rew->valuedouble;
-            rs->have_reward = true;
-            const cJSON *rt = cJSON_GetObjectItemCaseSensitive(o, "perf/rollout_time");
-            const cJSON *tps = cJSON_GetObjectItemCaseSensitive(o, "perf/rollout_tokens_per_s");
-            say("rollout %lld generated: reward %.3f, %.1f s, %.0f tokens/s",
-                (long long)rid->valuedouble, rew->valuedouble,
-                cJSON_IsNumber(rt) ? rt->valuedouble : NAN,
-                cJSON_IsNumber(tps) ? tps->valuedouble : NAN);
+    static char buf[65536];
+    for (;;) {
+        ssize_t n = pread(fd, buf, sizeof buf - 1, rs->metrics_off);
+        if (n <= 0) break;
+        buf[n] = 0;
+        char *line = buf, *nl;
+        while ((nl = strchr(line, '\n'))) {
+            *nl = 0;
+            progress_line(rs, line, quiet);
+            line = nl + 1;
         }
-        if (cJSON_IsNumber(rid) && cJSON_IsNumber(tt)) {
-            const cJSON *wt = cJSON_GetObjectItemCaseSensitive(o, "perf/train_wait_time");
-            const cJSON *ut = cJSON_GetObjectItemCaseSensitive(o, "perf/update_weights_time");
-            rs->rollouts_done = (int64_t)rid->valuedouble + 1;
-            say("rollout %lld trained (%lld of %lld): train %.1f s, waited %.1f s, weight "
-                "update %.2f s (%.0f s elapsed)", (long long)rid->valuedouble,
-                (long long)rs->rollouts_done, (long long)rs->p->num_rollout,
-                tt->valuedouble, cJSON_IsNumber(wt) ? wt->valuedouble : NAN,
-                cJSON_IsNumber(ut) ? ut->valuedouble : NAN, qn_now_s() - rs->t0);
-        }
-        if (cJSON_IsNumber(acc)) {
-            int64_t v = cJSON_IsNumber(rid) ? (int64_t)rid->valuedouble : -1;
-            if (!rs->have_acc) {
-                rs->first_acc = acc->valuedouble;
-                rs->first_acc_v = v;
-            }
-            rs->have_acc = true;
-            rs->last_acc = acc->valuedouble;
-            rs->last_acc_v = v;
-            say("eval after %lld rollouts: accuracy %.3f", (long long)v, acc->valuedouble);
-        }
-        cJSON_Delete(o);
-        line = nl + 1;
+        if (line == buf && n == (ssize_t)sizeof buf - 1) line = buf + n; /* a huge line */
+        rs->metrics_off += line - buf;
+        if (n < (ssize_t)sizeof buf - 1) break;
     }
-    rs->metrics_off += line - buf;
+    close(fd);
 }
 
 static void print_tail(const ln_plan *p, const ln_proc *q, int lines) {
@@ -632,6 +636,7 @@ int ln_run(ln_plan *p) {
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    progress(&rs, true); /* a resumed job's metrics so far: no progress lines for them */
     say("%s job %s: %zu processes, run directory %s", p->resume ? "resuming" : "starting",
         p->job, p->n_procs, p->run_dir);
     int rc = 1;
@@ -653,7 +658,7 @@ int ln_run(ln_plan *p) {
         }
         reap(&rs, false);
         stream_logs(&rs);
-        progress(&rs);
+        progress(&rs, false);
         double now = qn_now_s();
         bool failed = false;
         int trainers_ok = 0;
@@ -732,7 +737,7 @@ int ln_run(ln_plan *p) {
         struct pollfd none;
         poll(&none, 0, 100);
     }
-    progress(&rs);
+    progress(&rs, false);
     if (!finished && reason[0]) say("stopping the job: %s", reason);
     if (culprit) print_tail(p, culprit, 15);
     teardown(&rs, g_signal < 0 ? 0.5 : 10.0);
