@@ -529,11 +529,17 @@ static qn_status place(ln_plan *p, const launch_cfg *c) {
     p->n_trainers = rank;
     int per = (int)c->rollout_num_gpus_per_engine;
     int n_eng = (int)c->rollout_num_engines;
-    if (n_eng == 0) n_eng = c->rollout_num_gpus ? (int)(c->rollout_num_gpus / per) : 1;
-    if (c->rollout_num_gpus && c->rollout_num_gpus % per != 0 && s == QN_OK)
+    int64_t roll_gpus = c->rollout_num_gpus;
+    if (roll_gpus == 0 && n_eng == 0 && c->colocate && gpu)
+        roll_gpus = c->actor_num_nodes * c->actor_num_gpus_per_node; /* slime: the actor's GPUs */
+    if (n_eng == 0) n_eng = roll_gpus ? (int)(roll_gpus / per) : 1;
+    if (n_eng == 0)
+        s = qn_fail(QN_ERR_INVALID, "launch: %lld rollout GPUs cannot hold an engine of %d GPUs",
+                    (long long)roll_gpus, per);
+    if (roll_gpus && roll_gpus % per != 0 && s == QN_OK)
         s = qn_fail(QN_ERR_INVALID,
                     "launch: --rollout-num-gpus %lld is not a multiple of "
-                    "--rollout-num-gpus-per-engine %d", (long long)c->rollout_num_gpus, per);
+                    "--rollout-num-gpus-per-engine %d", (long long)roll_gpus, per);
     if (c->colocate)
         for (int nd = 0; nd < n_nodes; nd++) next[nd] = 0;
     /* engines: whole GPUs of one node, or whole nodes for one spanning several */
@@ -555,7 +561,8 @@ static qn_status place(ln_plan *p, const launch_cfg *c) {
             while (nd < n_nodes && next[nd] + per > p->nodes[nd].slots) nd++;
             if (nd >= n_nodes) {
                 s = qn_fail(QN_ERR_INVALID,
-                            "launch: not enough GPUs for %d engines of %d GPUs (%s)", n_eng, per,
+                            "launch: not enough GPUs for %d engine%s of %d GPU%s (%s)", n_eng,
+                            n_eng == 1 ? "" : "s", per, per == 1 ? "" : "s",
                             c->colocate ? "colocated" : "after the trainer's GPUs");
                 break;
             }
@@ -665,6 +672,14 @@ static qn_status fill_commands(ln_plan *p, const launch_cfg *c, const split *sp)
     snprintf(ckpt, sizeof ckpt, "%s/checkpoints", p->run_dir);
     snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", p->run_dir);
     QN_CHECK(abs_path(c->hf_checkpoint, hf, sizeof hf));
+    bool hf_has_tokenizer = false;
+    static const char *const k_tok_files[] = {"tokenizer.json", "tokenizer.model", "vocab.json"};
+    for (size_t i = 0; i < sizeof k_tok_files / sizeof k_tok_files[0]; i++) {
+        char path[2200];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", hf, k_tok_files[i]);
+        hf_has_tokenizer = hf_has_tokenizer || stat(path, &st) == 0;
+    }
     for (size_t i = 0; i < p->n_procs; i++) {
         ln_proc *q = &p->procs[i];
         const ln_node *node = &p->nodes[q->node];
@@ -678,9 +693,16 @@ static qn_status fill_commands(ln_plan *p, const launch_cfg *c, const split *sp)
         while (k_components[ci].role != q->role) ci++;
         const ln_strv *share = &sp->comp[ci];
         for (size_t k = 0; k < share->n; k++) QN_CHECK(ln_strv_push(a, share->v[k]));
+        /* like slime, the tokenizer is the checkpoint's unless named (engines find it
+         * there themselves) */
+        if (hf_has_tokenizer && q->role != LN_ENGINE && !share_has(share, "tokenizer") &&
+            find_flag(k_components[ci].table(), "tokenizer"))
+            QN_CHECK(ln_strv_pushf(a, "--tokenizer=%s", hf));
         switch (q->role) {
         case LN_ROUTER:
             QN_CHECK(ln_strv_pushf(a, "--listen=tcp://%s:*", node->host));
+            /* a free port unless given: two jobs on one machine must not collide */
+            if (!share_has(share, "http-port")) QN_CHECK(ln_strv_push(a, "--http-port=0"));
             QN_CHECK(ln_strv_pushf(a, "--port-file=%s/ports/router", p->run_dir));
             QN_CHECK(ln_strv_pushf(a, "--redis=%s", p->redis_url));
             QN_CHECK(ln_strv_pushf(a, "--job=%s", p->job));

@@ -80,6 +80,7 @@ static void say(const char *fmt, ...) {
 typedef struct run_state {
     ln_plan *p;
     char router_ep[640], buffer_ep[640];
+    int router_http; /* the router's HTTP port, 0: none */
     int stop_fds[1024]; /* write ends of remote processes' stdin pipes, by proc index */
     /* progress from metrics.jsonl */
     int64_t metrics_off;
@@ -325,17 +326,20 @@ static bool redis_ping(const char *host, int port) {
     return ok;
 }
 
-/* Reads "zmq=<endpoint>" from a port file. */
-static bool read_port_file(const char *path, char *ep, size_t size) {
+/* Reads "zmq=<endpoint>" (and "http=<port>" when http is not NULL) from a
+ * port file. */
+static bool read_port_file(const char *path, char *ep, size_t size, int *http) {
     FILE *f = fopen(path, "rb");
     if (!f) return false;
     char line[600];
     bool ok = false;
     while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = 0;
         if (strncmp(line, "zmq=", 4) == 0) {
-            line[strcspn(line, "\r\n")] = 0;
             snprintf(ep, size, "%s", line + 4);
             ok = ep[0] != 0;
+        } else if (http && strncmp(line, "http=", 5) == 0) {
+            *http = atoi(line + 5);
         }
     }
     fclose(f);
@@ -371,14 +375,14 @@ static bool router_ready(run_state *rs, size_t idx) {
     (void)idx;
     char path[2300];
     snprintf(path, sizeof path, "%s/ports/router", rs->p->run_dir);
-    return read_port_file(path, rs->router_ep, sizeof rs->router_ep);
+    return read_port_file(path, rs->router_ep, sizeof rs->router_ep, &rs->router_http);
 }
 
 static bool buffer_ready(run_state *rs, size_t idx) {
     (void)idx;
     char path[2300];
     snprintf(path, sizeof path, "%s/ports/buffer", rs->p->run_dir);
-    return read_port_file(path, rs->buffer_ep, sizeof rs->buffer_ep);
+    return read_port_file(path, rs->buffer_ep, sizeof rs->buffer_ep, NULL);
 }
 
 /* ------------------------------------------------------------ logs and progress */
@@ -599,7 +603,11 @@ static qn_status start_all(run_state *rs) {
                 say("redis %s ready (append-only file in %s/redis)", p->redis_url, p->run_dir);
             } else if (k_order[o] == LN_ROUTER) {
                 QN_CHECK(wait_ready(rs, i, 60, router_ready));
-                say("router at %s", rs->router_ep);
+                if (rs->router_http > 0)
+                    say("router at %s, HTTP API http://%s:%d (/generate, /v1/completions, "
+                        "/workers, /metrics)", rs->router_ep, p->nodes[0].host, rs->router_http);
+                else
+                    say("router at %s", rs->router_ep);
             } else if (k_order[o] == LN_BUFFER) {
                 QN_CHECK(wait_ready(rs, i, 120, buffer_ready));
                 say("buffer at %s", rs->buffer_ep);

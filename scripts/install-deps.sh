@@ -2,9 +2,12 @@
 # install-deps.sh — the one list of Debian packages quench needs to build,
 # test and run. Idempotent: when everything is installed it prints nothing
 # and exits 0. Runs apt-get as root, or through sudo.
+#   scripts/install-deps.sh            everything (build, run, tests, tools)
+#   scripts/install-deps.sh --runtime  only what building and running quench
+#                                      needs (scripts/quickstart.sh)
 set -euo pipefail
 
-PACKAGES=(
+RUNTIME=(
   # build
   build-essential cmake pkg-config git
   # libraries
@@ -19,14 +22,23 @@ PACKAGES=(
   libcurl4-openssl-dev  # remote reward services
   zlib1g-dev            # deflate for the PNG charts of `quench plot`
   libgloo-dev           # CPU collectives between trainer ranks
+  redis-server          # the job's shared state (quench launch starts one), integration tests
+)
+TESTS=(
   # tests and tools
   libcmocka-dev         # unit tests
-  redis-server          # integration tests, and the launcher's Redis
   clang libclang-rt-14-dev  # libFuzzer targets, sanitizers
   curl                  # HTTP tests
   openssh-server openssh-client  # tests/cli/sshd_local.sh: two "nodes" over real ssh for quench launch
   python3-torch python3-numpy  # tests/ref/*.py: PyTorch references (model core, loss, AdamW)
 )
+
+PACKAGES=("${RUNTIME[@]}")
+case "${1:-}" in
+  --runtime) ;;
+  "") PACKAGES+=("${TESTS[@]}") ;;
+  *) echo "usage: scripts/install-deps.sh [--runtime]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${PACKAGES[@]}"; do

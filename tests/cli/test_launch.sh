@@ -114,6 +114,12 @@ grep -q "engine-0 killed by signal 9 (Killed); restarting it (1 of 3)" "$TMP/run
     fail "engine-0 was not started twice"
 grep -q "dropping engine engine-0.0 (.*); [1-9][0-9]* requests in flight on it are sent again" \
     "$RUN/logs/router.log" || fail "the engine was not killed with requests in flight"
+# it rejoined with the current weights: registered as engine-0.1 while the job was at version
+# >= 2 (rollouts 0 and 1 trained) and pulled that version from the trainer before serving
+V=$(sed -n 's/.*engine engine-0.1 registered.*told to load version \([0-9]*\)$/\1/p' "$RUN/logs/router.log")
+[ -n "$V" ] && [ "$V" -ge 2 ] || fail "the restarted engine did not register at the job's version"
+grep -q "weight version 0 -> $V (applied" "$RUN/logs/engine-0.log" ||
+    fail "the restarted engine did not pull version $V"
 for r in 0 1 2 3; do
     [ "$(grep -c "\"rollout_id\":$r,\"rollout/raw_reward\"" "$RUN/metrics.jsonl")" -eq 1 ] ||
         fail "rollout $r not generated exactly once"
