@@ -23,7 +23,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +31,10 @@
 #include <zmq.h>
 
 #include "cli/buffer_data.h"
+#include "cli/gen_client.h"
+#include "cli/stop_signal.h"
+#include "core/clock.h"
+#include "core/io/metrics_line.h"
 #include "core/log.h"
 #include "core/tokenizer/tokenizer.h"
 #include "net/codec.h"
@@ -39,27 +42,15 @@
 #include "net/zchan.h"
 #include "rewards/rewards.h"
 #include "trainer/advantages.h"
-#include "core/clock.h"
 
 #define BLOB_MAGIC "QNRB"
 #define BLOB_VERSION 1u
-#define MAX_SAMPLE_ERRORS 8
 #define MAX_WAITERS 4096
 #define DRAIN_S 5.0
 #define VERSION_POLL_S 0.5
 
-static volatile sig_atomic_t g_stop;
-
-static void on_signal(int sig) {
-    (void)sig;
-    g_stop = 1;
-}
-
 typedef struct slot {
-    uint64_t rid; /* envelope id of the request in flight; 0: not sent */
-    double sent_at;
-    double retry_at; /* when rid == 0: send not before this */
-    uint32_t errors;
+    qn_gen_slot g;
     Quench__Envelope *res;    /* the result, once it came */
     Quench__Envelope *prefix; /* partial rollout: the GenerateResult being continued */
 } slot;
@@ -98,12 +89,8 @@ typedef struct buf {
     qn_tokenizer *tok;
     qn_reward *rw;
     qn_redis *redis;
-    void *ctx, *dealer, *listener, *mon;
-    char identity[128];
-    bool router_up, router_lost;
-    uint32_t unreachable_logs;
-    double next_unreachable_log;
-    uint64_t rid_counter;
+    void *ctx, *listener;
+    qn_gen_client gc;
     /* durable state (mirrors Redis) */
     uint64_t next;   /* rollout being made = rollouts persisted */
     uint64_t cursor; /* data cursor after the last persisted rollout */
@@ -130,30 +117,10 @@ typedef struct buf {
     stats st;
     waiter *waiters;
     size_t n_waiters;
-    FILE *metrics;
+    int metrics_fd; /* -1: stderr */
 } buf;
 
 /* ------------------------------------------------------------------ redis */
-
-static qn_status redis_get_u64(buf *b, const char *suffix, uint64_t *out, bool *found) {
-    char key[512];
-    qn_redis_key(b->redis, key, sizeof key, suffix);
-    redisReply *rep = NULL;
-    QN_CHECK(qn_redis_command(b->redis, &rep, "GET %s", key));
-    *found = false;
-    qn_status st = QN_OK;
-    if (rep->type == REDIS_REPLY_STRING) {
-        char *end;
-        errno = 0;
-        unsigned long long v = strtoull(rep->str, &end, 10);
-        if (errno || *end || end == rep->str)
-            st = qn_fail(QN_ERR_FORMAT, "redis %s: '%s' is not a number", key, rep->str);
-        *out = v;
-        *found = true;
-    }
-    freeReplyObject(rep);
-    return st;
-}
 
 static qn_status redis_exists(buf *b, uint64_t r, bool *out) {
     char suffix[64], key[512];
@@ -169,16 +136,16 @@ static qn_status redis_exists(buf *b, uint64_t r, bool *out) {
 static qn_status load_state(buf *b) {
     bool f1, f2, f3;
     uint64_t size = 0;
-    QN_CHECK(redis_get_u64(b, "rollout_next", &b->next, &f1));
-    QN_CHECK(redis_get_u64(b, "data_cursor", &b->cursor, &f2));
-    QN_CHECK(redis_get_u64(b, "data_size", &size, &f3));
+    QN_CHECK(qn_redis_get_u64(b->redis, "rollout_next", &b->next, &f1));
+    QN_CHECK(qn_redis_get_u64(b->redis, "data_cursor", &b->cursor, &f2));
+    QN_CHECK(qn_redis_get_u64(b->redis, "data_size", &size, &f3));
     if (!f1) b->next = 0;
     if (!f2) b->cursor = 0;
     if (f3 && size != b->data.n)
         QN_LOG_WARN(
             "buffer: %s has %zu usable prompts, the job's data cursor was made with %" PRIu64
             "; continuing at draw %" PRIu64 " (epochs are counted with the new size)",
-            b->o->prompt_data, b->data.n, size, b->cursor);
+            b->o->data.path, b->data.n, size, b->cursor);
     b->floor = b->next;
     while (b->floor > 0) {
         bool ex;
@@ -357,14 +324,10 @@ static qn_status load_partial(buf *b) {
 
 static void send_sample(buf *b, grp *g, uint32_t k) {
     const qn_bd_prompt *p = &b->data.v[g->data_index];
-    Quench__SamplingParams sp = QUENCH__SAMPLING_PARAMS__INIT;
-    sp.temperature = (float)b->o->temperature;
-    sp.top_p = (float)b->o->top_p;
-    sp.max_new_tokens = (int32_t)b->o->max_response_len;
-    sp.n = 1;
     /* seeded by (seed, group, sample): a regenerated rollout asks the same questions */
-    sp.has_seed = true;
-    sp.seed = b->o->rollout_seed * 0x9E3779B97F4A7C15ull ^ (g->gid << 16) ^ k;
+    Quench__SamplingParams sp;
+    qn_gen_sampling(&sp, b->o->temperature, b->o->top_p, b->o->max_response_len,
+                    b->o->data.seed, g->gid, k);
     Quench__GenerateRequest req = QUENCH__GENERATE_REQUEST__INIT;
     req.group_id = g->gid;
     req.sample_index = k;
@@ -387,17 +350,7 @@ static void send_sample(buf *b, grp *g, uint32_t k) {
             req.n_prefix_weight_versions = pr->n_weight_versions;
         }
     }
-    Quench__Envelope env = qn_envelope_generate_request(&req);
-    uint64_t rid = ++b->rid_counter;
-    slot *s = &g->slots[k];
-    if (qn_zsend(b->dealer, NULL, 0, &env, rid, b->identity) != QN_OK) {
-        /* the router is not there yet (queue full): try again shortly */
-        s->rid = 0;
-        s->retry_at = qn_now_s() + 0.5;
-        return;
-    }
-    s->rid = rid;
-    s->sent_at = qn_now_s();
+    qn_gen_client_send(&b->gc, &g->slots[k].g, &req);
 }
 
 static grp *new_group(buf *b) {
@@ -444,7 +397,7 @@ static qn_status launch(buf *b, uint32_t count) {
         b->st.launched++;
         if (g->gid % b->data.n == 0 && g->gid > 0)
             QN_LOG_INFO("buffer: epoch %" PRIu64 " of %s begins", g->gid / b->data.n,
-                        b->o->prompt_data);
+                        b->o->data.path);
         for (uint32_t k = 0; k < n; k++)
             send_sample(b, g, k);
     }
@@ -453,34 +406,15 @@ static qn_status launch(buf *b, uint32_t count) {
 
 /* Sends AbortRequests for every sample in flight; returns how many. */
 static size_t send_aborts(buf *b) {
-    uint64_t ids[256];
-    size_t m = 0, total = 0;
+    qn_gen_aborts ab = {0};
     for (size_t i = 0; i < b->n_groups; i++) {
         grp *g = &b->groups[i];
         if (!g->active) continue;
-        for (uint32_t k = 0; k < b->o->n_samples_per_prompt; k++) {
-            if (g->slots[k].rid && !g->slots[k].res) {
-                ids[m++] = g->slots[k].rid;
-                total++;
-            }
-            if (m == 256) {
-                Quench__AbortRequest ar = QUENCH__ABORT_REQUEST__INIT;
-                ar.request_ids = ids;
-                ar.n_request_ids = m;
-                Quench__Envelope env = qn_envelope_abort_request(&ar);
-                (void)qn_zsend(b->dealer, NULL, 0, &env, ++b->rid_counter, b->identity);
-                m = 0;
-            }
-        }
+        for (uint32_t k = 0; k < b->o->n_samples_per_prompt; k++)
+            if (g->slots[k].g.rid && !g->slots[k].res)
+                qn_gen_abort_add(&b->gc, &ab, g->slots[k].g.rid);
     }
-    if (m) {
-        Quench__AbortRequest ar = QUENCH__ABORT_REQUEST__INIT;
-        ar.request_ids = ids;
-        ar.n_request_ids = m;
-        Quench__Envelope env = qn_envelope_abort_request(&ar);
-        (void)qn_zsend(b->dealer, NULL, 0, &env, ++b->rid_counter, b->identity);
-    }
-    return total;
+    return qn_gen_abort_flush(&b->gc, &ab);
 }
 
 static void abort_all(buf *b) {
@@ -500,7 +434,7 @@ static size_t in_flight(const buf *b) {
         const grp *g = &b->groups[i];
         if (!g->active) continue;
         for (uint32_t k = 0; k < b->o->n_samples_per_prompt; k++)
-            m += g->slots[k].rid && !g->slots[k].res;
+            m += g->slots[k].g.rid && !g->slots[k].res;
     }
     return m;
 }
@@ -610,16 +544,6 @@ static qn_status result_of(const Quench__Sample *sm, uint64_t gid, uint32_t k,
     return st;
 }
 
-static char *ids_text(const int32_t *ids, size_t n) {
-    char *s = malloc(n * 12 + 1);
-    if (!s) return NULL;
-    size_t k = 0;
-    s[0] = '\0';
-    for (size_t i = 0; i < n; i++)
-        k += (size_t)sprintf(s + k, i ? " %d" : "%d", (int)ids[i]);
-    return s;
-}
-
 /* Scores a complete group, computes advantages, filters it, and keeps it
  * (encoded) when it passes. Returns an error only for fatal conditions. */
 static qn_status group_done(buf *b, grp *g) {
@@ -639,33 +563,13 @@ static qn_status group_done(buf *b, grp *g) {
     }
     for (uint32_t k = 0; k < n; k++) {
         const Quench__GenerateResult *r = g->slots[k].res->generate_result;
-        size_t len = 0;
-        if (b->tok) {
-            if (qn_tokenizer_decode(b->tok, r->output_ids, r->n_output_ids, true, &texts[k],
-                                    &len) != QN_OK)
-                texts[k] = NULL;
-        } else {
-            texts[k] = ids_text(r->output_ids, r->n_output_ids);
-        }
-        if (!texts[k]) texts[k] = calloc(1, 1);
+        texts[k] = qn_gen_response_text(b->tok, r->output_ids, r->n_output_ids);
         if (!texts[k]) {
             st = qn_fail(QN_ERR_NOMEM, "buffer: scoring");
             goto out;
         }
-        const char *fr = qn_proto_finish_name(r->finish_reason);
-        rs[k] = (qn_reward_sample){.prompt = p->text,
-                                   .prompt_len = strlen(p->text),
-                                   .prompt_ids = p->tokens,
-                                   .n_prompt_ids = p->n_tokens,
-                                   .response = texts[k],
-                                   .response_len = strlen(texts[k]),
-                                   .response_ids = r->output_ids,
-                                   .n_response_ids = r->n_output_ids,
-                                   .label = p->label,
-                                   .metadata_json = p->metadata,
-                                   .finish_reason = fr ? fr : "",
-                                   .group_index = 0,
-                                   .sample_index = k};
+        rs[k] = qn_gen_reward_sample(p, r, texts[k]);
+        rs[k].sample_index = k;
     }
     uint32_t gsize = n;
     bool kept = true;
@@ -680,7 +584,7 @@ static qn_status group_done(buf *b, grp *g) {
     if (!kept) {
         b->st.reward_dropped++;
         QN_LOG_WARN("buffer: group %" PRIu64 " (%s:%ld) dropped: reward failed (%s)", g->gid,
-                    b->o->prompt_data, p->line, sc[0].message[0] ? sc[0].message : "see above");
+                    b->o->data.path, p->line, sc[0].message[0] ? sc[0].message : "see above");
         goto out;
     }
     bool all_equal = true;
@@ -779,7 +683,7 @@ static qn_status group_stale(buf *b, const grp *g, bool *stale, uint64_t *oldest
     if (b->o->max_staleness < 0) return QN_OK;
     double t = qn_now_s();
     if (t - b->version_at >= VERSION_POLL_S) {
-        QN_CHECK(redis_get_u64(b, "weight_version", &b->cur_version, &b->have_version));
+        QN_CHECK(qn_redis_get_u64(b->redis, "weight_version", &b->cur_version, &b->have_version));
         b->version_at = t;
     }
     uint64_t k = (uint64_t)b->o->max_staleness;
@@ -892,33 +796,30 @@ static qn_status on_result(buf *b, Quench__Envelope *env, uint64_t rid) {
     grp *g = NULL;
     for (size_t i = 0; i < b->n_groups && !g; i++)
         if (b->groups[i].active && b->groups[i].gid == r->group_id) g = &b->groups[i];
-    if (!g || r->sample_index >= n || g->slots[r->sample_index].rid != rid ||
+    if (!g || r->sample_index >= n || g->slots[r->sample_index].g.rid != rid ||
         g->slots[r->sample_index].res) {
         qn_envelope_free(env); /* stale: an earlier attempt, an aborted group, a dead buffer's */
         return QN_OK;
     }
     slot *s = &g->slots[r->sample_index];
     if (r->error && r->error[0] && b->draining) {
-        s->rid = 0; /* carried with what it had before */
+        s->g.rid = 0; /* carried with what it had before */
         qn_envelope_free(env);
         return QN_OK;
     }
     if (r->error && r->error[0]) {
-        s->errors++;
-        s->rid = 0;
-        if (s->errors >= MAX_SAMPLE_ERRORS) {
+        double delay;
+        if (qn_gen_slot_refused(&s->g, &delay)) {
             QN_LOG_WARN("buffer: group %" PRIu64 " sample %u refused %u times (last: %s); "
                         "group dropped",
-                        g->gid, r->sample_index, s->errors, r->error);
+                        g->gid, r->sample_index, s->g.errors, r->error);
             b->st.failed++;
             qn_envelope_free(env);
             group_clear(g, n);
             return QN_OK;
         }
-        double delay = 0.1 * (double)(1u << (s->errors < 7 ? s->errors : 7));
         QN_LOG_WARN("buffer: group %" PRIu64 " sample %u refused (%s); retrying in %.1f s", g->gid,
                     r->sample_index, r->error, delay);
-        s->retry_at = qn_now_s() + delay;
         qn_envelope_free(env);
         return QN_OK;
     }
@@ -936,17 +837,14 @@ static void resend_due(buf *b, bool all) {
         grp *g = &b->groups[i];
         if (!g->active) continue;
         for (uint32_t k = 0; k < b->o->n_samples_per_prompt; k++) {
-            slot *s = &g->slots[k];
+            const slot *s = &g->slots[k];
             if (s->res) continue;
-            if (s->rid == 0 && t >= s->retry_at) {
-                send_sample(b, g, k);
-            } else if (s->rid && (all || t - s->sent_at > b->o->request_timeout_s)) {
-                if (!all)
-                    QN_LOG_WARN("buffer: group %" PRIu64 " sample %u: no answer in %.0f s; "
-                                "sending it again",
-                                g->gid, k, t - s->sent_at);
-                send_sample(b, g, k);
-            }
+            qn_gen_due d = qn_gen_slot_due(&s->g, t, all, b->o->request_timeout_s);
+            if (d == QN_GEN_TIMED_OUT)
+                QN_LOG_WARN("buffer: group %" PRIu64 " sample %u: no answer in %.0f s; "
+                            "sending it again",
+                            g->gid, k, t - s->g.sent_at);
+            if (d != QN_GEN_WAIT) send_sample(b, g, k);
         }
     }
 }
@@ -979,13 +877,9 @@ static void emit_metrics(buf *b, double secs) {
     cJSON_AddNumberToObject(j, "perf/rollout_time", secs);
     cJSON_AddNumberToObject(j, "perf/rollout_tokens_per_s",
                             secs > 0 ? (double)s->resp_tokens / secs : 0.0);
-    char *txt = cJSON_PrintUnformatted(j);
-    if (txt) {
-        FILE *f = b->metrics ? b->metrics : stderr;
-        fprintf(f, "%s\n", txt);
-        fflush(f);
-    }
-    free(txt);
+    if (qn_metrics_write_json(b->metrics_fd >= 0 ? b->metrics_fd : STDERR_FILENO, j) != QN_OK)
+        QN_LOG_WARN("buffer: writing the metrics line to %s: %s",
+                    b->o->metrics_file ? b->o->metrics_file : "stderr", qn_last_error());
     cJSON_Delete(j);
 }
 
@@ -1252,46 +1146,6 @@ static qn_status start_rollout(buf *b) {
     return resume_carried(b);
 }
 
-static void on_monitor(buf *b) {
-    zmq_msg_t m1, m2;
-    zmq_msg_init(&m1);
-    zmq_msg_init(&m2);
-    if (zmq_msg_recv(&m1, b->mon, ZMQ_DONTWAIT) < 0) goto done;
-    if (zmq_msg_more(&m1)) zmq_msg_recv(&m2, b->mon, 0);
-    if (zmq_msg_size(&m1) < 6) goto done;
-    uint16_t ev;
-    memcpy(&ev, zmq_msg_data(&m1), 2);
-    double t = qn_now_s();
-    if (ev == ZMQ_EVENT_CONNECTED) {
-        bool was_down = !b->router_up && b->unreachable_logs > 0;
-        b->router_up = true;
-        b->unreachable_logs = 0;
-        if (was_down) QN_LOG_INFO("buffer: router %s reachable", b->o->router);
-        /* after a lost connection the router may have restarted and forgotten what was
-         * in flight; requests queued before the first connection are still delivered */
-        if (b->router_lost && b->making && !b->draining) resend_due(b, true);
-        b->router_lost = false;
-    } else if (ev == ZMQ_EVENT_DISCONNECTED) {
-        b->router_up = false;
-        b->router_lost = true;
-        b->unreachable_logs = 1;
-        b->next_unreachable_log = t + 1.0;
-        QN_LOG_WARN("buffer: router %s: connection lost; reconnecting (requests in flight will "
-                    "be sent again)",
-                    b->o->router);
-    } else if (ev == ZMQ_EVENT_CONNECT_RETRIED && !b->router_up && t >= b->next_unreachable_log) {
-        /* log with backoff: 1 s, 2 s, 4 s ... 60 s apart */
-        double gap = 1.0 * (double)(1u << (b->unreachable_logs < 6 ? b->unreachable_logs : 6));
-        b->unreachable_logs++;
-        b->next_unreachable_log = t + gap;
-        QN_LOG_WARN("buffer: router %s unreachable; retrying (next message in %.0f s)",
-                    b->o->router, gap);
-    }
-done:
-    zmq_msg_close(&m1);
-    zmq_msg_close(&m2);
-}
-
 static qn_status write_port_file(buf *b) {
     if (!b->o->port_file) return QN_OK;
     char ep[256], tmp[1024];
@@ -1307,21 +1161,7 @@ static qn_status write_port_file(buf *b) {
 
 static qn_status setup(buf *b) {
     const qn_buffer_opts *o = b->o;
-    if (o->tokenizer_dir) QN_CHECK(qn_tokenizer_load(o->tokenizer_dir, &b->tok));
-    if (o->apply_chat_template && !b->tok)
-        return qn_fail(QN_ERR_INVALID, "--apply-chat-template needs --tokenizer");
-    qn_bd_opts dopts = {.path = o->prompt_data,
-                        .input_key = o->input_key,
-                        .label_key = o->label_key,
-                        .metadata_key = o->metadata_key,
-                        .apply_chat_template = o->apply_chat_template,
-                        .tok = b->tok,
-                        .skip_bad = o->skip_bad_data,
-                        .shuffle = o->rollout_shuffle,
-                        .seed = o->rollout_seed};
-    QN_CHECK(qn_bd_load(&b->data, &dopts));
-    QN_LOG_INFO("buffer: %s: %zu prompts (%zu bad lines skipped)", o->prompt_data, b->data.n,
-                b->data.n_bad);
+    QN_CHECK(qn_bd_open(&b->data, &o->data, o->tokenizer_dir, &b->tok));
     qn_reward_config rc = qn_reward_config_default();
     rc.rm_type = o->reward;
     rc.failure = QN_REWARD_FAILURE_DROP;
@@ -1333,26 +1173,13 @@ static qn_status setup(buf *b) {
     QN_CHECK(qn_redis_connect(o->redis_url, o->job, 5000, &b->redis));
     QN_CHECK(load_state(b));
     if (o->partial_rollout) QN_CHECK(load_partial(b));
-    if (o->metrics_file) {
-        b->metrics = fopen(o->metrics_file, "a");
-        if (!b->metrics) return qn_fail(QN_ERR_IO, "%s: %s", o->metrics_file, strerror(errno));
-    }
+    if (o->metrics_file) QN_CHECK(qn_metrics_open_append(o->metrics_file, &b->metrics_fd));
     b->waiters = calloc(MAX_WAITERS, sizeof *b->waiters);
     if (!b->waiters) return qn_fail(QN_ERR_NOMEM, "buffer");
     b->ctx = zmq_ctx_new();
     if (!b->ctx) return qn_fail(QN_ERR_NET, "zmq_ctx_new: %s", zmq_strerror(errno));
-    snprintf(b->identity, sizeof b->identity, "buffer-%s-%d", o->job, (int)getpid());
     QN_CHECK(qn_zsock_open(b->ctx, ZMQ_ROUTER, o->listen, true, NULL, &b->listener));
-    QN_CHECK(qn_zsock_open(b->ctx, ZMQ_DEALER, o->router, false, b->identity, &b->dealer));
-    char mon_ep[64];
-    snprintf(mon_ep, sizeof mon_ep, "inproc://qn-buffer-monitor");
-    if (zmq_socket_monitor(b->dealer, mon_ep,
-                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED |
-                               ZMQ_EVENT_CONNECT_RETRIED) != 0)
-        return qn_fail(QN_ERR_NET, "zmq_socket_monitor: %s", zmq_strerror(errno));
-    b->mon = zmq_socket(b->ctx, ZMQ_PAIR);
-    if (!b->mon || zmq_connect(b->mon, mon_ep) != 0)
-        return qn_fail(QN_ERR_NET, "monitor socket: %s", zmq_strerror(errno));
+    QN_CHECK(qn_gen_client_open(&b->gc, b->ctx, "buffer", o->router, o->job));
     return write_port_file(b);
 }
 
@@ -1366,12 +1193,10 @@ static void teardown(buf *b) {
     free(b->kept);
     carry_free(b);
     free(b->waiters);
-    if (b->dealer) zmq_socket_monitor(b->dealer, NULL, 0);
-    if (b->mon) zmq_close(b->mon);
-    qn_zsock_close(b->dealer);
+    qn_gen_client_close(&b->gc);
     qn_zsock_close(b->listener);
     if (b->ctx) zmq_ctx_term(b->ctx);
-    if (b->metrics) fclose(b->metrics);
+    if (b->metrics_fd >= 0) close(b->metrics_fd);
     qn_redis_free(b->redis);
     qn_reward_free(b->rw);
     qn_bd_free(&b->data);
@@ -1393,30 +1218,24 @@ static qn_status step(buf *b) {
             QN_CHECK(launch(b, b->o->over_sampling_batch_size));
         resend_due(b, false);
     }
-    zmq_pollitem_t items[3] = {
-        {b->dealer, 0, ZMQ_POLLIN, 0}, {b->listener, 0, ZMQ_POLLIN, 0}, {b->mon, 0, ZMQ_POLLIN, 0}};
+    zmq_pollitem_t items[3] = {{b->gc.dealer, 0, ZMQ_POLLIN, 0},
+                               {b->listener, 0, ZMQ_POLLIN, 0},
+                               {b->gc.mon, 0, ZMQ_POLLIN, 0}};
     if (zmq_poll(items, 3, 100) < 0) {
         if (errno == EINTR) return QN_OK;
         return qn_fail(QN_ERR_NET, "zmq_poll: %s", zmq_strerror(errno));
     }
-    if (items[2].revents & ZMQ_POLLIN) on_monitor(b);
+    /* after a lost connection the router may have restarted and forgotten what was in flight */
+    if ((items[2].revents & ZMQ_POLLIN) && qn_gen_client_on_monitor(&b->gc) && b->making &&
+        !b->draining)
+        resend_due(b, true);
     for (int i = 0; i < 256 && (items[0].revents & ZMQ_POLLIN); i++) {
-        qn_zmsg m = {0};
-        qn_status st = qn_zrecv(b->dealer, false, 0, &m);
-        if (st == QN_ERR_TIMEOUT) break;
-        if (st != QN_OK) {
-            QN_LOG_WARN("buffer: bad message from the router: %s", qn_last_error());
-            continue;
-        }
-        Quench__Envelope *env = m.env;
-        m.env = NULL;
-        if (env->body_case == QUENCH__ENVELOPE__BODY_GENERATE_RESULT && b->making) {
+        Quench__Envelope *env = NULL;
+        if (qn_gen_client_recv(&b->gc, &env) == QN_ERR_TIMEOUT) break;
+        if (env && b->making)
             QN_CHECK(on_result(b, env, env->request_id));
-        } else {
-            if (env->body_case == QUENCH__ENVELOPE__BODY_ERROR)
-                QN_LOG_WARN("buffer: router: %s", env->error->message);
+        else
             qn_envelope_free(env);
-        }
         if (b->making && b->n_kept >= b->o->rollout_batch_size) QN_CHECK(finish_rollout(b));
     }
     for (int i = 0; i < 64 && (items[1].revents & ZMQ_POLLIN); i++) {
@@ -1451,18 +1270,14 @@ qn_status qn_buffer_run(const qn_buffer_opts *o) {
     buf b;
     memset(&b, 0, sizeof b);
     b.o = o;
-    g_stop = 0;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    b.metrics_fd = -1;
+    qn_stop_signal_catch();
     qn_status st = setup(&b);
     if (st == QN_OK)
         QN_LOG_INFO("buffer: job '%s', router %s, trainers at %s, %u groups x %u samples per "
                     "rollout",
                     o->job, o->router, o->listen, o->rollout_batch_size, o->n_samples_per_prompt);
-    while (st == QN_OK && !g_stop) {
+    while (st == QN_OK && !qn_stop_signal_seen()) {
         st = step(&b);
         if (o->num_rollout && b.floor >= o->num_rollout) {
             QN_LOG_INFO("buffer: %" PRIu64 " rollouts made and acknowledged; exiting",
@@ -1470,7 +1285,7 @@ qn_status qn_buffer_run(const qn_buffer_opts *o) {
             break;
         }
     }
-    if (st == QN_OK && g_stop)
+    if (st == QN_OK && qn_stop_signal_seen())
         QN_LOG_INFO("buffer: stopping; rollout %" PRIu64 " will be regenerated on restart", b.next);
     teardown(&b);
     return st;

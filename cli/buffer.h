@@ -10,13 +10,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cli/buffer_data.h"
 #include "quench/status.h"
 
 typedef struct qn_buffer_opts {
-    /* data */
-    const char *prompt_data, *input_key, *label_key, *metadata_key, *tokenizer_dir;
-    bool apply_chat_template, rollout_shuffle, skip_bad_data;
-    uint64_t rollout_seed;
+    /* data: path, keys, --on-bad-data, shuffle, and seed (also the seed of the sampling seeds) */
+    qn_bd_opts data;
+    const char *tokenizer_dir;
     /* rollouts */
     uint32_t n_samples_per_prompt, rollout_batch_size, over_sampling_batch_size;
     uint32_t max_response_len;

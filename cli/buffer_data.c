@@ -72,7 +72,7 @@ static bool parse_line(load_ctx *c, const cJSON *obj, qn_bd_prompt *p) {
         p->n_tokens = (size_t)n;
         if (o->tok) {
             size_t len;
-            if (qn_tokenizer_decode(o->tok, p->tokens, p->n_tokens, false, &p->text, &len) !=
+            if (qn_tokenizer_decode_text(o->tok, p->tokens, p->n_tokens, false, &p->text, &len) !=
                 QN_OK) {
                 snprintf(c->reason, sizeof c->reason, "%s", qn_last_error());
                 return false;
@@ -205,6 +205,28 @@ qn_status qn_bd_load(qn_bd *d, const qn_bd_opts *o) {
         st = qn_fail(QN_ERR_TOO_LARGE, "%s: too many lines", o->path);
     if (st != QN_OK) qn_bd_free(d);
     return st;
+}
+
+qn_status qn_bd_open(qn_bd *d, const qn_bd_opts *o, const char *tokenizer_dir,
+                     qn_tokenizer **tok) {
+    if (tokenizer_dir) QN_CHECK(qn_tokenizer_load(tokenizer_dir, tok));
+    if (o->apply_chat_template && !*tok)
+        return qn_fail(QN_ERR_INVALID, "--apply-chat-template needs --tokenizer");
+    qn_bd_opts with_tok = *o;
+    with_tok.tok = *tok;
+    QN_CHECK(qn_bd_load(d, &with_tok));
+    QN_LOG_INFO("%s: %s: %zu prompts (%zu bad lines skipped)", o->who ? o->who : "buffer",
+                o->path, d->n, d->n_bad);
+    return QN_OK;
+}
+
+qn_bd_opts qn_bd_flags_opts(const qn_bd_flags *f, const char *path, const char *who) {
+    return (qn_bd_opts){.path = path,
+                        .input_key = f->input_key,
+                        .label_key = f->label_key,
+                        .apply_chat_template = f->apply_chat_template,
+                        .skip_bad = f->on_bad_data == 0,
+                        .who = who};
 }
 
 void qn_bd_free(qn_bd *d) {

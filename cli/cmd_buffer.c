@@ -6,16 +6,18 @@
 #include <stdlib.h>
 
 #include "cli/buffer.h"
+#include "cli/buffer_data.h"
 #include "cli/commands.h"
 #include "core/flags.h"
 #include "core/log.h"
 #include "rewards/rewards.h"
 
 typedef struct buffer_cfg {
-    char *prompt_data, *input_key, *label_key, *metadata_key, *tokenizer, *reward, *router, *redis,
-        *job, *listen, *port_file, *metrics_file;
-    bool apply_chat_template, rollout_shuffle, disable_grpo_std_normalization, partial_rollout;
-    int on_bad_data, dynamic_sampling_filter, reward_isolation;
+    char *prompt_data, *metadata_key, *reward, *router, *redis, *job, *listen, *port_file,
+        *metrics_file;
+    qn_bd_flags data;
+    bool rollout_shuffle, disable_grpo_std_normalization, partial_rollout;
+    int dynamic_sampling_filter, reward_isolation;
     int64_t rollout_seed, n_samples_per_prompt, rollout_batch_size, over_sampling_batch_size,
         rollout_max_response_len, num_rollout, max_rollouts_ahead, reward_workers, max_staleness;
     double rollout_temperature, rollout_top_p, reward_timeout_s, request_timeout_s;
@@ -24,23 +26,13 @@ typedef struct buffer_cfg {
 static const qn_flag k_buffer_flags[] = {
     QN_F_STRING(buffer_cfg, prompt_data, "prompt-data", NULL, "JSONL prompts, one per line",
                 .attrs = QN_FLAG_REQUIRED, .metavar = "FILE"),
-    QN_F_STRING(buffer_cfg, input_key, "input-key", "prompt",
-                "field of the prompt: text, a token id array, or chat messages", .metavar = "KEY"),
-    QN_F_STRING(buffer_cfg, label_key, "label-key", "label",
-                "field of the reference answer given to the reward", .metavar = "KEY"),
+    QN_BD_FLAGS(buffer_cfg, data),
     QN_F_STRING(buffer_cfg, metadata_key, "metadata-key", NULL,
                 "field of a JSON object given to the reward as metadata", .metavar = "KEY"),
-    QN_F_BOOL(buffer_cfg, apply_chat_template, "apply-chat-template", "false",
-              "render prompts (text or messages) with the tokenizer's chat template"),
-    QN_F_STRING(buffer_cfg, tokenizer, "tokenizer", NULL,
-                "tokenizer folder (needed for text prompts; decodes responses for the reward)",
-                .metavar = "DIR"),
     QN_F_INT(buffer_cfg, rollout_seed, "rollout-seed", "42", 0, INFINITY,
              "seed of the per-epoch shuffle and of the sampling seeds"),
     QN_F_BOOL(buffer_cfg, rollout_shuffle, "rollout-shuffle", "false",
               "shuffle the prompts every epoch (order from --rollout-seed and the epoch)"),
-    QN_F_CHOICE(buffer_cfg, on_bad_data, "on-bad-data", "skip", "skip|fail",
-                "a bad data line is skipped with a warning naming file:line, or fatal"),
     QN_F_INT(buffer_cfg, n_samples_per_prompt, "n-samples-per-prompt", "8", 1, 4096,
              "samples per prompt (the group size)"),
     QN_F_INT(buffer_cfg, rollout_batch_size, "rollout-batch-size", "32", 1, 1048576,
@@ -126,15 +118,8 @@ int qn_cmd_buffer(int argc, char **argv) {
     }
     qn_flags_log(&k_buffer_table, &cfg, &p);
     qn_buffer_opts o = {
-        .prompt_data = cfg.prompt_data,
-        .input_key = cfg.input_key,
-        .label_key = cfg.label_key,
-        .metadata_key = cfg.metadata_key,
-        .tokenizer_dir = cfg.tokenizer,
-        .apply_chat_template = cfg.apply_chat_template,
-        .rollout_shuffle = cfg.rollout_shuffle,
-        .skip_bad_data = cfg.on_bad_data == 0,
-        .rollout_seed = (uint64_t)cfg.rollout_seed,
+        .data = qn_bd_flags_opts(&cfg.data, cfg.prompt_data, "buffer"),
+        .tokenizer_dir = cfg.data.tokenizer,
         .n_samples_per_prompt = (uint32_t)cfg.n_samples_per_prompt,
         .rollout_batch_size = (uint32_t)cfg.rollout_batch_size,
         .over_sampling_batch_size =
@@ -161,6 +146,9 @@ int qn_cmd_buffer(int argc, char **argv) {
         .metrics_file = cfg.metrics_file,
         .request_timeout_s = cfg.request_timeout_s,
     };
+    o.data.metadata_key = cfg.metadata_key;
+    o.data.shuffle = cfg.rollout_shuffle;
+    o.data.seed = (uint64_t)cfg.rollout_seed;
     int rc = QN_EXIT_OK;
     if (!qn_reward_builtin(cfg.reward)) {
         fprintf(stderr,

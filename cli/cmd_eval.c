@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "cli/buffer_data.h"
 #include "cli/commands.h"
 #include "cli/eval.h"
 #include "core/flags.h"
@@ -13,10 +14,8 @@
 #include "rewards/rewards.h"
 
 typedef struct eval_cfg {
-    char *eval_prompt_data, *input_key, *label_key, *tokenizer, *eval_reward, *router, *redis, *job,
-        *metrics_file;
-    bool apply_chat_template;
-    int on_bad_data;
+    char *eval_prompt_data, *eval_reward, *router, *redis, *job, *metrics_file;
+    qn_bd_flags data;
     int64_t eval_interval, num_rollout, eval_max_response_len, n_samples_per_eval_prompt, eval_seed;
     double eval_temperature, eval_top_p, request_timeout_s, poll_interval_s;
 } eval_cfg;
@@ -25,17 +24,7 @@ static const qn_flag k_eval_flags[] = {
     QN_F_STRING(eval_cfg, eval_prompt_data, "eval-prompt-data", NULL,
                 "JSONL held-out prompts, one per line (read like the buffer's --prompt-data)",
                 .attrs = QN_FLAG_REQUIRED, .metavar = "FILE"),
-    QN_F_STRING(eval_cfg, input_key, "input-key", "prompt",
-                "field of the prompt: text, a token id array, or chat messages", .metavar = "KEY"),
-    QN_F_STRING(eval_cfg, label_key, "label-key", "label",
-                "field of the reference answer given to the reward", .metavar = "KEY"),
-    QN_F_BOOL(eval_cfg, apply_chat_template, "apply-chat-template", "false",
-              "render prompts (text or messages) with the tokenizer's chat template"),
-    QN_F_STRING(eval_cfg, tokenizer, "tokenizer", NULL,
-                "tokenizer folder (needed for text prompts; decodes responses for the reward)",
-                .metavar = "DIR"),
-    QN_F_CHOICE(eval_cfg, on_bad_data, "on-bad-data", "skip", "skip|fail",
-                "a bad data line is skipped with a warning naming file:line, or fatal"),
+    QN_BD_FLAGS(eval_cfg, data),
     QN_F_STRING(eval_cfg, eval_reward, "eval-reward", "math",
                 "built-in reward: math, deepscaler, dapo, exact, f1 (docs/rewards.md); a sample "
                 "with reward >= 1 is correct",
@@ -109,12 +98,8 @@ int qn_cmd_eval(int argc, char **argv) {
     }
     qn_flags_log(&k_eval_table, &cfg, &p);
     qn_eval_opts o = {
-        .prompt_data = cfg.eval_prompt_data,
-        .input_key = cfg.input_key,
-        .label_key = cfg.label_key,
-        .tokenizer_dir = cfg.tokenizer,
-        .apply_chat_template = cfg.apply_chat_template,
-        .skip_bad_data = cfg.on_bad_data == 0,
+        .data = qn_bd_flags_opts(&cfg.data, cfg.eval_prompt_data, "eval"),
+        .tokenizer_dir = cfg.data.tokenizer,
         .reward = cfg.eval_reward,
         .eval_interval = (uint64_t)cfg.eval_interval,
         .num_rollout = cfg.num_rollout,

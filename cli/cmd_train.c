@@ -23,10 +23,8 @@
  * Leaves out: overlapping the fetch of r+1 with training r, sharded
  * optimizer states, NCCL weight broadcast. */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,9 +33,11 @@
 #include <zmq.h>
 
 #include "cli/commands.h"
+#include "cli/stop_signal.h"
 #include "cli/train_step.h"
 #include "core/clock.h"
 #include "core/flags.h"
+#include "core/io/metrics_line.h"
 #include "core/log.h"
 #include "net/weight_update.h"
 #include "net/zchan.h"
@@ -114,12 +114,6 @@ static const qn_flag_table k_tr_table = {
 void qn_help_train(FILE *out) { qn_flags_print_help(&k_tr_table, out); }
 const qn_flag_table *qn_flags_train(void) { return &k_tr_table; }
 
-static volatile sig_atomic_t g_stop;
-static void on_signal(int sig) {
-    (void)sig;
-    g_stop = 1;
-}
-
 /* ---------------------------------------------------------------- buffer client */
 
 typedef struct tr_client {
@@ -142,13 +136,15 @@ static qn_status rpc(tr_client *c, const Quench__Envelope *env, const char *what
         if (s != QN_OK) QN_LOG_WARN("train: %s: send failed (%s); retrying", what, qn_last_error());
         double end = qn_now_s() + c->timeout_s;
         for (double now = qn_now_s(); now < end; now = qn_now_s()) {
-            if (g_stop) return qn_fail(QN_ERR_CLOSED, "%s: interrupted by a signal", what);
+            if (qn_stop_signal_seen())
+                return qn_fail(QN_ERR_CLOSED, "%s: interrupted by a signal", what);
             int left = (int)((end - now) * 1000.0) + 1;
             qn_zmsg m = {0};
             s = qn_zrecv(c->sock, false, left < 200 ? left : 200, &m);
             if (s == QN_ERR_TIMEOUT) continue;
             if (s != QN_OK) {
-                if (!g_stop) QN_LOG_WARN("train: %s: bad answer ignored: %s", what, qn_last_error());
+                if (!qn_stop_signal_seen())
+                    QN_LOG_WARN("train: %s: bad answer ignored: %s", what, qn_last_error());
                 continue;
             }
             if (m.env->request_id >= first && m.env->request_id <= rid) {
@@ -332,12 +328,6 @@ static qn_status publish(qn_weight_publisher *pub, const qn_model *m, uint64_t v
     return QN_OK;
 }
 
-static qn_status write_line(int fd, const char *line, size_t n) {
-    if (write(fd, line, n) != (ssize_t)n) /* one write(): other processes append too */
-        return qn_fail(QN_ERR_IO, "metrics file: write failed: %s", strerror(errno));
-    return QN_OK;
-}
-
 int qn_cmd_train(int argc, char **argv) {
     tr_cfg cfg;
     qn_flags_parsed p;
@@ -352,24 +342,18 @@ int qn_cmd_train(int argc, char **argv) {
     qn_weight_publisher *pub = NULL;
     int mfd = -1;
     ts_batch batch = {0};
-    ts_opt_ctx oc = {.tr = &cfg.tr};
+    ts_opt_ctx oc = {0};
     if (p.print_config) {
         qn_flags_dump(&k_tr_table, &cfg, &p, stdout);
         rc = QN_EXIT_OK;
         goto done;
     }
-    ts_args a = {.model = cfg.hf_checkpoint, .ref_load = cfg.ref_load,
-                 .temperature = cfg.rollout_temperature, .threads = cfg.threads,
-                 .normalize_std = !cfg.tr.disable_grpo_std_normalization};
+    ts_args a = {.model = cfg.hf_checkpoint, .temperature = cfg.rollout_temperature,
+                 .threads = cfg.threads};
     a.weight_listen = cfg.weight_listen;
     a.weight_advertise = cfg.weight_advertise;
     a.update_timeout_s = cfg.update_weights_timeout;
-    qn_adamw_cfg check;
-    qn_status s = qn_trainer_loss_cfg(&cfg.tr, &a.loss);
-    if (s == QN_OK) s = qn_trainer_adamw_cfg(&cfg.tr, cfg.tr.lr_warmup_iters + 1, &check);
-    if (s == QN_OK) s = qn_trainer_pack_cfg(&cfg.tr, 1, &a.pack);
-    if (s == QN_OK && a.loss.use_kl_loss && !cfg.ref_load)
-        s = qn_fail(QN_ERR_INVALID, "--use-kl-loss needs --ref-load DIR");
+    qn_status s = ts_args_trainer_flags(&a, &oc, &cfg.tr, cfg.ref_load);
     if (s != QN_OK) {
         fprintf(stderr, "quench train: %s\n", qn_last_error());
         rc = QN_EXIT_USAGE;
@@ -406,24 +390,12 @@ int qn_cmd_train(int argc, char **argv) {
                     "at rollout %lld", ck.dir, (long long)ck.rollout_id, (long long)ck.batch_step,
                     (long long)ck.batch_steps, (long long)start);
     }
-    a.opt_step = ts_opt_step;
-    a.opt_save = ts_opt_save;
-    a.opt_ctx = &oc;
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    qn_stop_signal_catch();
 
-    if (cfg.metrics_file) {
-        mfd = open(cfg.metrics_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (mfd < 0) {
-            fprintf(stderr, "quench train: %s: cannot open: %s\n", cfg.metrics_file,
-                    strerror(errno));
-            goto done;
-        }
+    if (cfg.metrics_file && qn_metrics_open_append(cfg.metrics_file, &mfd) != QN_OK) {
+        fprintf(stderr, "quench train: %s\n", qn_last_error());
+        goto done;
     }
     a.metrics_fd = mfd >= 0 ? mfd : STDOUT_FILENO;
 
@@ -454,7 +426,7 @@ int qn_cmd_train(int argc, char **argv) {
         QN_LOG_INFO("train: nothing to do: rollouts [0, %lld) are trained",
                     (long long)cfg.num_rollout);
     int64_t r = start;
-    for (; r < cfg.num_rollout && !g_stop; r++) {
+    for (; r < cfg.num_rollout && !qn_stop_signal_seen(); r++) {
         double t0 = qn_now_s();
         uint64_t cursor = 0;
         QN_CHECK_GOTO(fetch_rollout(&cl, (uint64_t)r, (uint32_t)world, ts_trainer_vocab(t),
@@ -485,12 +457,14 @@ int qn_cmd_train(int argc, char **argv) {
         if (rank == 0) {
             char line[512];
             int n = snprintf(line, sizeof line,
-                             "{\"rollout_id\": %lld, \"perf/train_wait_time\": %.6f, "
-                             "\"perf/train_time\": %.6f, \"perf/update_weights_time\": %.6f, "
-                             "\"perf/step_time\": %.6f, \"perf/train_tokens_per_s\": %.3f}\n",
-                             (long long)r, wait, train, upd, wait + train + upd,
-                             train > 0 ? (double)tokens / train : 0.0);
-            QN_CHECK_GOTO(write_line(a.metrics_fd, line, (size_t)n), s, fail);
+                             "{\"rollout_id\": %lld, \"perf/train_wait_time\": %s, "
+                             "\"perf/train_time\": %s, \"perf/update_weights_time\": %s, "
+                             "\"perf/step_time\": %s, \"perf/train_tokens_per_s\": %s}\n",
+                             (long long)r, qn_metrics_num_fixed(wait, 6).s,
+                             qn_metrics_num_fixed(train, 6).s, qn_metrics_num_fixed(upd, 6).s,
+                             qn_metrics_num_fixed(wait + train + upd, 6).s,
+                             qn_metrics_num_fixed(train > 0 ? (double)tokens / train : 0.0, 3).s);
+            QN_CHECK_GOTO(qn_metrics_write_line(a.metrics_fd, line, (size_t)n), s, fail);
         }
         QN_LOG_INFO("train: rollout %lld of %lld: %lld samples, %lld tokens, %lld steps "
                     "(optimizer step %lld), wait %.2f s, train %.2f s, update %.2f s",
@@ -507,7 +481,7 @@ int qn_cmd_train(int argc, char **argv) {
     rc = QN_EXIT_OK;
     goto done;
 fail:
-    if (s == QN_ERR_CLOSED && g_stop)
+    if (s == QN_ERR_CLOSED && qn_stop_signal_seen())
         fprintf(stderr, "quench train: interrupted by a signal: %s\n", qn_last_error());
     else
         fprintf(stderr, "quench train: %s\n", qn_last_error());

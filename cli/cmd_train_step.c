@@ -270,6 +270,24 @@ qn_status ts_ckpt_resolve(const char *load, ts_ckpt *out) {
     return s;
 }
 
+qn_status ts_args_trainer_flags(ts_args *a, ts_opt_ctx *oc, const qn_trainer_opts *tr,
+                                const char *ref_load) {
+    *oc = (ts_opt_ctx){.tr = tr};
+    a->ref_load = ref_load;
+    a->normalize_std = !tr->disable_grpo_std_normalization;
+    a->opt_step = ts_opt_step;
+    a->opt_save = ts_opt_save;
+    a->opt_ctx = oc;
+    QN_CHECK(qn_trainer_loss_cfg(tr, &a->loss));
+    /* the flags alone: the batch's step count, known later, replaces this stand-in */
+    qn_adamw_cfg check;
+    QN_CHECK(qn_trainer_adamw_cfg(tr, tr->lr_warmup_iters + 1, &check));
+    QN_CHECK(qn_trainer_pack_cfg(tr, 1, &a->pack));
+    if (a->loss.use_kl_loss && !ref_load)
+        return qn_fail(QN_ERR_INVALID, "--use-kl-loss needs --ref-load DIR");
+    return QN_OK;
+}
+
 /* Resolves --load (ts_ckpt_resolve): its weights replace --model and its
  * batch_step steps are skipped when the rollout id matches. */
 static qn_status resolve_load(const char *load, int64_t rollout_id, ts_ckpt *ck, ts_args *a) {
@@ -293,9 +311,8 @@ int qn_cmd_train_step(int argc, char **argv) {
         goto done;
     }
     ts_args a = {.model = cfg.model, .batch = cfg.batch, .out = cfg.out,
-                 .ref_load = cfg.ref_load, .save_grads = cfg.save_grads,
-                 .temperature = cfg.rollout_temperature, .threads = cfg.threads,
-                 .normalize_std = !cfg.tr.disable_grpo_std_normalization};
+                 .save_grads = cfg.save_grads, .temperature = cfg.rollout_temperature,
+                 .threads = cfg.threads};
     a.save = cfg.save;
     a.save_interval = cfg.save_interval;
     a.max_steps = cfg.max_steps;
@@ -306,15 +323,9 @@ int qn_cmd_train_step(int argc, char **argv) {
     a.weight_advertise = cfg.weight_advertise;
     a.weight_version = cfg.weight_version ? cfg.weight_version : cfg.rollout_id + 1;
     a.update_timeout_s = cfg.update_weights_timeout;
-    ts_opt_ctx oc = {.tr = &cfg.tr};
+    ts_opt_ctx oc;
     ts_ckpt ck;
-    qn_adamw_cfg check;
-    qn_status s = qn_trainer_loss_cfg(&cfg.tr, &a.loss);
-    /* the flags alone: the batch's step count, known later, replaces this stand-in */
-    if (s == QN_OK) s = qn_trainer_adamw_cfg(&cfg.tr, cfg.tr.lr_warmup_iters + 1, &check);
-    if (s == QN_OK) s = qn_trainer_pack_cfg(&cfg.tr, 1, &a.pack);
-    if (s == QN_OK && a.loss.use_kl_loss && !cfg.ref_load)
-        s = qn_fail(QN_ERR_INVALID, "--use-kl-loss needs --ref-load DIR");
+    qn_status s = ts_args_trainer_flags(&a, &oc, &cfg.tr, cfg.ref_load);
     if (s != QN_OK) {
         fprintf(stderr, "quench train-step: %s\n", qn_last_error());
         rc = QN_EXIT_USAGE;
@@ -329,9 +340,6 @@ int qn_cmd_train_step(int argc, char **argv) {
         }
         oc.load = ck.dir;
     }
-    a.opt_step = ts_opt_step;
-    a.opt_save = ts_opt_save;
-    a.opt_ctx = &oc;
     a.metrics_fd = -1;
     rc = ts_run(&a);
     ts_opt_free(&oc);

@@ -12,12 +12,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cli/buffer_data.h"
 #include "quench/status.h"
 
 typedef struct qn_eval_opts {
     /* data (read with cli/buffer_data.h, as the buffer reads its prompts) */
-    const char *prompt_data, *input_key, *label_key, *tokenizer_dir;
-    bool apply_chat_template, skip_bad_data;
+    qn_bd_opts data;
+    const char *tokenizer_dir;
     /* what to evaluate, and when */
     const char *reward;     /* a built-in reward name */
     uint64_t eval_interval; /* K: versions v with floor(v/K) > floor(last/K); 0: first and final */

@@ -34,52 +34,13 @@ static void respond_json(qn_http_conn *c, int status, cJSON *o) {
  * tokenizer. */
 static char *decode_text(rt *r, const int32_t *ids, size_t n) {
     if (!r->tok) return NULL;
-    char *raw = NULL;
+    char *text = NULL;
     size_t len = 0;
-    if (qn_tokenizer_decode(r->tok, ids, n, true, &raw, &len) != QN_OK) {
-        free(raw);
+    if (qn_tokenizer_decode_text(r->tok, ids, n, true, &text, &len) != QN_OK) {
+        free(text);
         return strdup("");
     }
-    char *out = malloc(len * 3 + 1);
-    if (!out) {
-        free(raw);
-        return NULL;
-    }
-    size_t k = 0;
-    const unsigned char *s = (const unsigned char *)raw;
-    for (size_t i = 0; i < len;) {
-        unsigned c = s[i];
-        size_t need = c < 0x80         ? 1
-                      : (c >> 5) == 6  ? 2
-                      : (c >> 4) == 14 ? 3
-                      : (c >> 3) == 30 ? 4
-                                       : 0;
-        bool ok = need > 0 && i + need <= len && c != 0;
-        for (size_t j = 1; ok && j < need; j++)
-            ok = (s[i + j] & 0xC0) == 0x80;
-        if (ok && need == 2) ok = c >= 0xC2;
-        if (ok && need == 3) {
-            unsigned cp = ((c & 0x0F) << 12) | ((s[i + 1] & 0x3F) << 6) | (s[i + 2] & 0x3F);
-            ok = cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF);
-        }
-        if (ok && need == 4) {
-            unsigned cp = ((c & 0x07) << 18) | ((s[i + 1] & 0x3F) << 12) |
-                          ((s[i + 2] & 0x3F) << 6) | (s[i + 3] & 0x3F);
-            ok = cp >= 0x10000 && cp <= 0x10FFFF;
-        }
-        if (ok) {
-            memcpy(out + k, s + i, need);
-            k += need;
-            i += need;
-        } else {
-            memcpy(out + k, "\xEF\xBF\xBD", 3);
-            k += 3;
-            i++;
-        }
-    }
-    out[k] = 0;
-    free(raw);
-    return out;
+    return text;
 }
 
 static uint64_t result_version(rt *r, const Quench__GenerateResult *g) {

@@ -63,6 +63,17 @@ qn_status ts_opt_step(void *ctx, const ts_tensor *tensors, size_t n_tensors, int
 qn_status ts_opt_save(void *ctx, const char *dir);
 void ts_opt_free(ts_opt_ctx *oc);
 
+typedef struct ts_args ts_args;
+/* Fills what train-step and train take from the shared trainer flags
+ * (trainer/options.h): a->ref_load, normalize_std, the loss and packing
+ * configs, and the AdamW bridge (a->opt_* with *oc, reset to {.tr = tr};
+ * oc->load may be set afterwards). The AdamW flags are checked with a
+ * stand-in step count (a batch's real one is known later). A flag error is
+ * returned naming the flag (a usage error for the caller). Implemented in
+ * cmd_train_step.c. */
+qn_status ts_args_trainer_flags(ts_args *a, ts_opt_ctx *oc, const qn_trainer_opts *tr,
+                                const char *ref_load);
+
 /* A checkpoint found by ts_ckpt_resolve: dir is the step folder (a save dir
  * with `latest` resolved), the rest is its trainer_state.json (batch_steps
  * and step are -1 when absent). */
@@ -98,7 +109,7 @@ qn_status ts_batch_read(const char *path, int64_t vocab, const qn_loss_cfg *lc, 
 void ts_batch_finish(ts_batch *b);
 void ts_batch_free(ts_batch *b); /* frees the samples and v; zeroes *b */
 
-typedef struct ts_args {
+struct ts_args {
     const char *model, *batch, *out, *ref_load, *save_grads;
     double temperature;
     int64_t threads; /* 0: OpenMP default */
@@ -122,7 +133,7 @@ typedef struct ts_args {
     /* step metrics: < 0 (train-step) printf to stdout; >= 0 (train) every line starts
      * with "rollout_id" and "step" and goes out with one write() to this fd */
     int metrics_fd;
-} ts_args;
+};
 
 /* The outcome of ts_trainer_train. */
 typedef struct ts_result {

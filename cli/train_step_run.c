@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "core/io/jsonl.h"
+#include "core/io/metrics_line.h"
 #include "cli/commands.h"
 #include "cli/train_step.h"
 #include "net/weight_update.h"
@@ -549,21 +550,20 @@ static qn_status print_metrics(ts_state *st, const ts_opt_info *oi) {
     char buf[2048];
     qn_loss_metrics_json(&a->loss, &st->met, st->batch->all_roll, buf, sizeof buf);
     if (a->metrics_fd < 0) {
-        printf("{%s, \"train/grad_norm\": %.17g, \"train/lr\": %.17g}\n", buf, oi->grad_norm,
-               oi->lr);
+        printf("{%s, \"train/grad_norm\": %s, \"train/lr\": %s}\n", buf,
+               qn_metrics_num(oi->grad_norm).s, qn_metrics_num(oi->lr).s);
         fflush(stdout);
         return QN_OK;
     }
     char line[2400];
     int n = snprintf(line, sizeof line,
-                     "{\"rollout_id\": %lld, \"step\": %lld, %s, \"train/grad_norm\": %.17g, "
-                     "\"train/lr\": %.17g}\n",
-                     (long long)a->rollout_id, (long long)oi->step, buf, oi->grad_norm, oi->lr);
+                     "{\"rollout_id\": %lld, \"step\": %lld, %s, \"train/grad_norm\": %s, "
+                     "\"train/lr\": %s}\n",
+                     (long long)a->rollout_id, (long long)oi->step, buf,
+                     qn_metrics_num(oi->grad_norm).s, qn_metrics_num(oi->lr).s);
     if (n < 0 || (size_t)n >= sizeof line)
         return qn_fail(QN_ERR_INTERNAL, "train: metrics line too long");
-    if (write(a->metrics_fd, line, (size_t)n) != n) /* one write(): other writers append too */
-        return qn_fail(QN_ERR_IO, "metrics file: write failed: %s", strerror(errno));
-    return QN_OK;
+    return qn_metrics_write_line(a->metrics_fd, line, (size_t)n);
 }
 
 qn_status ts_trainer_train(ts_trainer *st, const ts_batch *batch, ts_result *res) {

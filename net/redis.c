@@ -177,3 +177,26 @@ uint32_t qn_backoff_ms(uint32_t attempt, uint32_t base_ms, uint32_t max_ms, uint
     uint64_t half = d / 2;
     return (uint32_t)(half + (d - half ? z % (d - half + 1) : 0));
 }
+
+qn_status qn_redis_get_u64(qn_redis *r, const char *suffix, uint64_t *out, bool *found) {
+    char key[512];
+    qn_redis_key(r, key, sizeof key, suffix);
+    redisReply *rep = NULL;
+    *found = false;
+    QN_CHECK(qn_redis_command(r, &rep, "GET %s", key));
+    qn_status st = QN_OK;
+    if (rep->type == REDIS_REPLY_STRING) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(rep->str, &end, 10);
+        /* strtoull takes "-1" (and leading blanks) too: only plain digits are a count */
+        if (errno || *end || rep->str[0] < '0' || rep->str[0] > '9') {
+            st = qn_fail(QN_ERR_FORMAT, "Redis %s: '%s' is not a number", key, rep->str);
+        } else {
+            *out = v;
+            *found = true;
+        }
+    }
+    freeReplyObject(rep);
+    return st;
+}

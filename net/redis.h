@@ -14,6 +14,7 @@
 #ifndef QN_NET_REDIS_H
 #define QN_NET_REDIS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,12 @@ qn_status qn_redis_command_once(qn_redis *r, redisReply **reply, const char *fmt
 
 /* Writes "quench:<job>:<suffix>" into buf. Returns buf. */
 const char *qn_redis_key(const qn_redis *r, char *buf, size_t cap, const char *suffix);
+
+/* GET of the job key <suffix> holding a decimal count (rollout_next,
+ * weight_version, ...): *found false (and *out untouched) when the key does
+ * not exist. QN_ERR_FORMAT naming the key when the value is not plain
+ * digits within uint64; the command's own error when Redis fails. */
+qn_status qn_redis_get_u64(qn_redis *r, const char *suffix, uint64_t *out, bool *found);
 
 /* Delay before retry `attempt` (0-based): base * 2^attempt capped at max,
  * then "full jitter" (uniform in [delay/2, delay]) from the given 64-bit

@@ -12,6 +12,8 @@
 #include <math.h>
 #include <stdio.h>
 
+#include "core/io/metrics_line.h"
+
 void qn_loss_count(const qn_loss_batch *b, qn_loss_norm *acc) {
     for (int64_t i = 0; i < b->n_samples; i++) {
         double m = 0;
@@ -193,25 +195,29 @@ void qn_loss_metrics_add(qn_loss_metrics *dst, const qn_loss_metrics *src) {
 
 int qn_loss_metrics_json(const qn_loss_cfg *c, const qn_loss_metrics *m, bool have_rollout,
                          char *buf, size_t cap) {
-    if (c->type == QN_LOSS_SFT) return snprintf(buf, cap, "\"train/loss\": %.17g", m->loss);
+    /* qn_metrics_num: a value that is not finite is written as null, not as nan */
+    if (c->type == QN_LOSS_SFT)
+        return snprintf(buf, cap, "\"train/loss\": %s", qn_metrics_num(m->loss).s);
     int n = snprintf(buf, cap,
-                     "\"train/loss\": %.17g, \"train/pg_loss\": %.17g, "
-                     "\"train/pg_clipfrac\": %.17g, \"train/ppo_kl\": %.17g, "
-                     "\"train/entropy_loss\": %.17g",
-                     m->loss, m->pg_loss, m->pg_clipfrac, m->ppo_kl, m->entropy_loss);
+                     "\"train/loss\": %s, \"train/pg_loss\": %s, "
+                     "\"train/pg_clipfrac\": %s, \"train/ppo_kl\": %s, "
+                     "\"train/entropy_loss\": %s",
+                     qn_metrics_num(m->loss).s, qn_metrics_num(m->pg_loss).s,
+                     qn_metrics_num(m->pg_clipfrac).s, qn_metrics_num(m->ppo_kl).s,
+                     qn_metrics_num(m->entropy_loss).s);
 #define QN_APPEND_(...)                                                              \
     do {                                                                             \
         int k_ = snprintf(buf ? buf + ((size_t)n < cap ? (size_t)n : cap) : NULL,    \
                           (size_t)n < cap ? cap - (size_t)n : 0, __VA_ARGS__);       \
         n += k_;                                                                     \
     } while (0)
-    if (c->use_kl_loss) QN_APPEND_(", \"train/kl_loss\": %.17g", m->kl_loss);
+    if (c->use_kl_loss) QN_APPEND_(", \"train/kl_loss\": %s", qn_metrics_num(m->kl_loss).s);
     if (c->use_tis)
-        QN_APPEND_(", \"train/tis\": %.17g, \"train/tis_clipfrac\": %.17g", m->tis,
-                   m->tis_clipfrac);
+        QN_APPEND_(", \"train/tis\": %s, \"train/tis_clipfrac\": %s", qn_metrics_num(m->tis).s,
+                   qn_metrics_num(m->tis_clipfrac).s);
     if (have_rollout)
-        QN_APPEND_(", \"train/train_rollout_logprob_abs_diff\": %.17g",
-                   m->train_rollout_logprob_abs_diff);
+        QN_APPEND_(", \"train/train_rollout_logprob_abs_diff\": %s",
+                   qn_metrics_num(m->train_rollout_logprob_abs_diff).s);
 #undef QN_APPEND_
     return n;
 }

@@ -131,7 +131,8 @@ void qn_loss_metrics_add(qn_loss_metrics *dst, const qn_loss_metrics *src);
 
 /* Writes the metrics that apply to cfg as JSON members with slime's names
  * ("train/loss": ..., "train/pg_loss": ...) into buf, comma-separated, no
- * braces. Returns the length snprintf would have written. */
+ * braces; a value that is not finite is written as null (JSON has no NaN).
+ * Returns the length snprintf would have written. */
 int qn_loss_metrics_json(const qn_loss_cfg *c, const qn_loss_metrics *m, bool have_rollout,
                          char *buf, size_t cap);
 

@@ -125,6 +125,18 @@ qn_status qn_tokenizer_encode(const qn_tokenizer *tok, const char *text, size_t 
 qn_status qn_tokenizer_decode(const qn_tokenizer *tok, const int32_t *ids, size_t n,
                               bool skip_special, char **text, size_t *len);
 
+/* As qn_tokenizer_decode, but the text is valid UTF-8 without NUL bytes:
+ * each maximal subpart of an ill-formed sequence (and each NUL) becomes
+ * U+FFFD, as Python's bytes.decode("utf-8", errors="replace") and so Hugging
+ * Face's decode do. For text that goes into JSON or protobuf strings
+ * (core/tokenizer/decode_text.c). */
+qn_status qn_tokenizer_decode_text(const qn_tokenizer *tok, const int32_t *ids, size_t n,
+                                   bool skip_special, char **text, size_t *len);
+
+/* The replacement of qn_tokenizer_decode_text on len bytes of in; out holds
+ * at least 3 * len + 1 bytes. Returns the length written (NUL-terminated). */
+size_t qn_utf8_replace_invalid(const char *in, size_t len, char *out);
+
 /* Number of ids (largest id + 1, counting added tokens). */
 int32_t qn_tokenizer_vocab_size(const qn_tokenizer *tok);
 /* Number of BPE merges. */
