@@ -1022,6 +1022,9 @@ static void test_staleness(void **state) {
  * killed (-9) and restarted after rollout 1: the carried groups survive. */
 #define PR_ROLLOUTS 4
 #define PR_MAX 64
+/* response length: long enough that samples are still running when the rollout fills */
+#define PR_LEN 200
+#define PR_LEN_S "200"
 /* One partial-rollout job (its own job name, keys and logs); returns how many samples were
  * continued from a carried prefix. */
 static size_t partial_rollout_run(const char *job) {
@@ -1048,7 +1051,7 @@ static size_t partial_rollout_run(const char *job) {
                            "--over-sampling-batch-size",
                            "12",
                            "--rollout-max-response-len",
-                           "60",
+                           PR_LEN_S,
                            "--max-rollouts-ahead",
                            "1",
                            "--metrics-file",
@@ -1098,7 +1101,7 @@ static size_t partial_rollout_run(const char *job) {
             for (size_t k = 0; k < N_SAMPLES; k++) {
                 const Quench__Sample *sm = gr->samples[k];
                 assert_int_equal(sm->index, k);
-                assert_true(sm->n_response_tokens >= 1 && sm->n_response_tokens <= 60);
+                assert_true(sm->n_response_tokens >= 1 && sm->n_response_tokens <= PR_LEN);
                 assert_int_equal(sm->n_rollout_logprobs, sm->n_response_tokens);
                 assert_int_equal(sm->n_weight_versions, sm->n_response_tokens);
                 assert_true(sm->finish_reason != QUENCH__FINISH_REASON__FINISH_REASON_ABORT);
