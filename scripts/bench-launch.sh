@@ -7,13 +7,15 @@
 #   scripts/bench-launch.sh [WORK_DIR]          (default runs/bench-launch)
 #
 # Two jobs, each run three ways (1 engine sync, 2 engines sync, 1 engine
-# async), ROLLOUTS rollouts each, every process with --threads 1 (one core
-# per engine, as one GPU per engine on a cluster):
-#   arith    the quickstart's job (examples/arith after its SFT warm start):
-#            4-token answers, so a rollout is mostly request overhead;
+# async), every process with --threads 1 (one core per engine, as one GPU
+# per engine on a cluster):
+#   arith    the quickstart's job (examples/arith after its SFT warm start,
+#            its 40 rollouts): 4-token answers, so a rollout is mostly
+#            request overhead;
 #   long     a random ~25M-parameter GLM-4.5-style MoE
-#            (bench/configs/glm45_25m.json) answering 16-token prompts with
-#            RESPONSE_LEN tokens at temperature 1: generation-bound.
+#            (bench/configs/glm45_25m.json), LONG_ROLLOUTS rollouts of 8
+#            prompts x 4 samples, 16-token prompts answered with RESPONSE_LEN
+#            tokens at temperature 1: generation-bound.
 # Figures (means over the rollouts after the first): perf/rollout_tokens_per_s
 # and perf/rollout_time (buffer), perf/step_time (trainer rank 0: waiting for
 # the batch + training + the weight update, i.e. the wall time of a step).
@@ -22,8 +24,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-runs/bench-launch}
 Q=${QUENCH:-build/bin/quench}
-ROLLOUTS=${ROLLOUTS:-12}
-RESPONSE_LEN=${RESPONSE_LEN:-96}
+LONG_ROLLOUTS=${LONG_ROLLOUTS:-5}
+RESPONSE_LEN=${RESPONSE_LEN:-64}
 export OMP_NUM_THREADS=1
 mkdir -p "$WORK"
 
@@ -40,7 +42,7 @@ job() {
     rm -rf "${WORK:?}/$name"
     local t0 t1
     t0=$(date +%s.%N)
-    "$Q" launch --threads 1 --num-rollout "$ROLLOUTS" --run-dir "$WORK/$name" --stream none "$@" \
+    "$Q" launch --threads 1 --run-dir "$WORK/$name" --stream none "$@" \
         >"$WORK/$name.out" 2>&1 || { echo "bench-launch: $name failed, see $WORK/$name.out" >&2; exit 1; }
     t1=$(date +%s.%N)
     local m=$WORK/$name/metrics.jsonl
@@ -57,7 +59,7 @@ ratio() { # ratio NAME_A NAME_B COLUMN(2: tokens/s, 3: step time) -> A / B
 
 : >"$WORK/figures"
 # ---------------------------------------------------------------- the arith job
-. examples/arith/recipe.sh # GRPO_ARGS: the quickstart's GRPO settings
+. examples/arith/recipe.sh # ROLLOUT_ARGS, GRPO_ARGS: the quickstart's settings
 ARITH=$WORK/arith-prep
 if [ ! -f "$ARITH/sft/model.safetensors" ]; then
     echo "== preparing examples/arith (data, SFT warm start) in $ARITH"
@@ -65,7 +67,7 @@ if [ ! -f "$ARITH/sft/model.safetensors" ]; then
 fi
 ARITH_ARGS=(--hf-checkpoint "$ARITH/sft" --tokenizer examples/arith
             --prompt-data "$ARITH/data/train.jsonl" --input-key prompt --label-key label
-            --reward math "${GRPO_ARGS[@]}")
+            "${ROLLOUT_ARGS[@]}" "${GRPO_ARGS[@]}")
 # ---------------------------------------------------------------- the long-response job
 LONG=$WORK/long-prep
 if [ ! -f "$LONG/model/model.safetensors" ]; then
@@ -76,7 +78,8 @@ if [ ! -f "$LONG/model/model.safetensors" ]; then
         >"$LONG/prompts.jsonl"
 fi
 LONG_ARGS=(--hf-checkpoint "$LONG/model" --prompt-data "$LONG/prompts.jsonl" --reward exact
-           --rollout-batch-size 8 --n-samples-per-prompt 4 --global-batch-size 32
+           --num-rollout "$LONG_ROLLOUTS" --rollout-batch-size 8 --n-samples-per-prompt 4
+           --global-batch-size 32
            --rollout-max-response-len "$RESPONSE_LEN" --rollout-temperature 1.0)
 
 printf '%-14s %10s %10s %10s %8s\n' job "tokens/s" "rollout s" "step s" "wall s"
