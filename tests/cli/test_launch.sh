@@ -7,6 +7,8 @@
 #      launcher restarts it, the job finishes (exit 0), every rollout is
 #      generated once and trained once, and nothing is left running;
 #   3. SIGTERM to the launcher: everything is torn down, exit status 143;
+#      a crash of a process other than an engine (the buffer, kill -9) stops
+#      the job with the reason and the end of its log, exit status 1;
 #   4. kill -9 of the launcher mid-job: its processes die with it; then
 #      `quench launch --load RUN_DIR` resumes from Redis and the last
 #      checkpoint and finishes: the checkpoints form one chain, optimizer
@@ -142,6 +144,23 @@ LPID=
 [ "$RC" -eq 143 ] || fail "SIGTERM: exit status $RC, expected 143"
 wait_for 5 none_running "$RUN" || fail "processes left after SIGTERM"
 echo "ok 3: SIGTERM stops everything (exit 143)"
+
+# ---------------------------------------------------------------- 3b. any other crash stops the job
+RUN=$TMP/run3b
+"$Q" launch "${COMMON[@]}" --num-rollout 1000 --run-dir "$RUN" >"$TMP/run3b.out" 2>&1 &
+LPID=$!
+wait_for 60 grep -q '"perf/train_wait_time"' "$RUN/metrics.jsonl" 2>/dev/null || fail "run3b: nothing trained"
+pkill -9 -f "quench buffer .*--run-dir=$RUN|quench buffer .*$RUN/ports/buffer"
+wait_for 30 exited "$LPID" || fail "a killed buffer did not stop the job in 30 s"
+wait "$LPID"
+RC=$?
+LPID=
+[ "$RC" -eq 1 ] || fail "killed buffer: exit status $RC, expected 1"
+grep -q "stopping the job: buffer killed by signal 9 (Killed)" "$TMP/run3b.out" ||
+    fail "the reason is not given"
+grep -q "last lines of $RUN/logs/buffer.log" "$TMP/run3b.out" || fail "the buffer's log is not shown"
+wait_for 5 none_running "$RUN" || fail "processes left after the buffer crashed"
+echo "ok 3b: a crashed buffer stops the job with the reason (exit 1)"
 
 # ---------------------------------------------------------------- 4. kill -9 of the launcher, --load
 RUN=$TMP/run4
