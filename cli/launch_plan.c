@@ -816,12 +816,7 @@ qn_status ln_plan_build(int argc, char **argv, ln_plan *p, bool *dry_run) {
     }
     if (s != QN_OK) goto done;
     *dry_run = c.dry_run;
-    if (load && c.run_dir && strcmp(c.run_dir, load) != 0) {
-        s = qn_fail(QN_ERR_INVALID, "launch: --load %s with another --run-dir %s", load,
-                    c.run_dir);
-        goto done;
-    }
-    if (load) {
+    if (load) { /* the run directory is where it is now (the saved --run-dir may be relative) */
         free(c.run_dir);
         c.run_dir = strdup(load);
     }
