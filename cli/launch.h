@@ -47,7 +47,8 @@ void ln_strv_free(ln_strv *s);
 typedef enum ln_mode { LN_MODE_LOCAL, LN_MODE_SSH, LN_MODE_SLURM } ln_mode;
 
 typedef struct ln_node {
-    char host[256]; /* address the node's processes bind to and are reached at */
+    char host[256]; /* as named (hostfile, Slurm): the ssh / srun target, may be user@host */
+    char addr[64];  /* its IPv4 address: what the node's processes bind to and are reached at */
     int slots;      /* GPUs of the node (hostfile slots, --num-gpus-per-node), 0 on CPU */
 } ln_node;
 
@@ -56,7 +57,7 @@ typedef struct ln_proc {
     ln_role role;
     int index;     /* engine or trainer rank number, 0 for the singletons */
     int node;      /* index into ln_plan.nodes */
-    char gpus[64]; /* "0,1,2,3" (CUDA_VISIBLE_DEVICES) or "" */
+    char gpus[512]; /* "0,1,2,3" (CUDA_VISIBLE_DEVICES) or "" */
     ln_strv argv;  /* argv[0] is the program */
     ln_strv env;   /* "K=V" added to the environment */
     /* supervision state (cli/launch_run.c) */
@@ -67,6 +68,7 @@ typedef struct ln_proc {
     int exit_status;  /* waitpid status of the last end */
     double restart_at; /* monotonic time of a pending restart, 0: none */
     int64_t log_off;  /* bytes of the log already streamed to the terminal */
+    int stop_fd;      /* remote: the write end of its ssh stdin (closing it ends it), else 0 */
 } ln_proc;
 
 typedef struct ln_plan {
@@ -88,6 +90,7 @@ typedef struct ln_plan {
     int n_engines, n_trainers;
     bool colocate, async, resume, has_eval;
     int stream; /* 0 none, 1 warnings and errors, 2 everything */
+    int lock_fd; /* RUN_DIR/launch.lock, held (flock) from the plan on; -1 for a dry run */
 } ln_plan;
 
 /* Parses the launcher's command line (argv[0] = "launch") into a plan. With
@@ -114,10 +117,12 @@ qn_status ln_model_args_new(ln_model_args **out);
 qn_status ln_model_args_set(ln_model_args *m, const char *name, char **vals, size_t n_vals,
                             bool negated);
 /* With checkpoint_dir holding config.json: checks every given flag against
- * it (an error names the flag, the config key and both values). Writes a
- * description of the model (type, layers, parameter counts) to desc. */
-qn_status ln_model_args_check(const ln_model_args *m, const char *checkpoint_dir, char *desc,
-                              size_t desc_size);
+ * it (an error names the flag, the config key and both values). Without
+ * one, an error, except in a dry run, which describes the model from the
+ * flags. Writes a description of the model (type, layers, parameter
+ * counts) to desc. */
+qn_status ln_model_args_check(const ln_model_args *m, const char *checkpoint_dir, bool dry_run,
+                              char *desc, size_t desc_size);
 void ln_model_args_free(ln_model_args *m);
 
 #endif

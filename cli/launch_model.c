@@ -428,7 +428,8 @@ static void describe(const qn_model_config *c, const char *from, char *desc, siz
     if (k > 0 && (size_t)k < size) snprintf(desc + k, size - (size_t)k, " (%s)", from);
 }
 
-qn_status ln_model_args_check(const ln_model_args *m, const char *dir, char *desc, size_t size) {
+qn_status ln_model_args_check(const ln_model_args *m, const char *dir, bool dry_run, char *desc,
+                              size_t size) {
     desc[0] = 0;
     size_t given = 0, checked = 0;
     for (size_t i = 0; i < N_MFLAGS; i++) {
@@ -450,8 +451,10 @@ qn_status ln_model_args_check(const ln_model_args *m, const char *dir, char *des
         describe(&c, from, desc, size);
         return QN_OK;
     }
+    if (!dry_run)
+        return qn_fail(QN_ERR_NOT_FOUND, "launch: --hf-checkpoint %s: %s not found", dir, path);
     if (given == 0) {
-        snprintf(desc, size, "%s not found (the processes will fail to load it)", path);
+        snprintf(desc, size, "%s not found (a run would stop here)", path);
         return QN_OK;
     }
     char *text = synthesize(m);

@@ -28,6 +28,7 @@
  * remote nodes beyond what the processes bind themselves. */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -38,6 +39,8 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netdb.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
@@ -434,12 +437,16 @@ static qn_status add_proc(ln_plan *p, ln_role role, int index, int node, const c
     return QN_OK;
 }
 
-/* "a,a+1,...,a+n-1" */
-static void gpu_list(char *buf, size_t size, int first, int n) {
+/* "a,a+1,...,a+n-1"; false when it does not fit */
+static bool gpu_list(char *buf, size_t size, int first, int n) {
     size_t off = 0;
     buf[0] = 0;
-    for (int g = 0; g < n && off + 8 < size; g++)
-        off += (size_t)snprintf(buf + off, size - off, g ? ",%d" : "%d", first + g);
+    for (int g = 0; g < n; g++) {
+        int k = snprintf(buf + off, size - off, g ? ",%d" : "%d", first + g);
+        if (k < 0 || (size_t)k >= size - off) return false;
+        off += (size_t)k;
+    }
+    return true;
 }
 
 static qn_status read_hostfile(const char *path, qn_host_list *out) {
@@ -456,7 +463,30 @@ static qn_status read_hostfile(const char *path, qn_host_list *out) {
     return s;
 }
 
-static qn_status nodes_from(ln_plan *p, const launch_cfg *c) {
+/* The node's IPv4 address (ZeroMQ binds addresses, not names): the part of
+ * "user@host" after the '@', resolved. A dry run shows the name when it does
+ * not resolve here (the plan of a cluster printed on a laptop). */
+static qn_status resolve(ln_node *n, bool dry_run) {
+    const char *at = strrchr(n->host, '@');
+    const char *name = at ? at + 1 : n->host;
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    int rc = getaddrinfo(name, NULL, &hints, &res);
+    if (rc == 0 && res) {
+        const struct sockaddr_in *sa = (const struct sockaddr_in *)res->ai_addr;
+        inet_ntop(AF_INET, &sa->sin_addr, n->addr, sizeof n->addr);
+        freeaddrinfo(res);
+        return QN_OK;
+    }
+    if (res) freeaddrinfo(res);
+    if (dry_run) {
+        snprintf(n->addr, sizeof n->addr, "%.63s", name);
+        return QN_OK;
+    }
+    return qn_fail(QN_ERR_NET, "launch: node %s: cannot resolve to an IPv4 address: %s", n->host,
+                   gai_strerror(rc));
+}
+
+static qn_status nodes_from(ln_plan *p, const launch_cfg *c, bool dry_run) {
     qn_host_list hl = {0};
     const char *nodelist = getenv("SLURM_JOB_NODELIST");
     int mode = c->launcher;
@@ -472,6 +502,7 @@ static qn_status nodes_from(ln_plan *p, const launch_cfg *c) {
         if (!p->nodes) return qn_fail(QN_ERR_NOMEM, "launch: nodes");
         p->n_nodes = 1;
         snprintf(p->nodes[0].host, sizeof p->nodes[0].host, "127.0.0.1");
+        snprintf(p->nodes[0].addr, sizeof p->nodes[0].addr, "127.0.0.1");
         p->nodes[0].slots = (int)c->num_gpus_per_node;
         return QN_OK;
     }
@@ -494,7 +525,9 @@ static qn_status nodes_from(ln_plan *p, const launch_cfg *c) {
                                                  : (int)c->num_gpus_per_node;
     }
     qn_host_list_free(&hl);
-    return p->n_nodes ? QN_OK : qn_fail(QN_ERR_INVALID, "launch: no nodes");
+    if (!p->n_nodes) return qn_fail(QN_ERR_INVALID, "launch: no nodes");
+    for (size_t i = 0; i < p->n_nodes; i++) QN_CHECK(resolve(&p->nodes[i], dry_run));
+    return QN_OK;
 }
 
 /* Places the trainer ranks and the engines (see the file comment). */
@@ -509,7 +542,7 @@ static qn_status place(ln_plan *p, const launch_cfg *c) {
     int *next = calloc((size_t)n_nodes, sizeof(int));
     if (!next) return qn_fail(QN_ERR_NOMEM, "launch: placement");
     qn_status s = QN_OK;
-    char gl[64];
+    char gl[512];
     int rank = 0;
     for (int nd = 0; nd < c->actor_num_nodes && s == QN_OK; nd++) {
         if (gpu && gpn > p->nodes[nd].slots) {
@@ -521,7 +554,7 @@ static qn_status place(ln_plan *p, const launch_cfg *c) {
         for (int g = 0; g < gpn && s == QN_OK; g++) {
             ln_proc *q;
             gl[0] = 0;
-            if (gpu) gpu_list(gl, sizeof gl, g, 1);
+            if (gpu) (void)gpu_list(gl, sizeof gl, g, 1);
             s = add_proc(p, LN_TRAINER, rank++, nd, gl, &q);
         }
         next[nd] = gpu ? gpn : 0;
@@ -548,6 +581,12 @@ static qn_status place(ln_plan *p, const launch_cfg *c) {
         nd = (int)c->actor_num_nodes; /* CPU: engines on the nodes after the trainer's */
     for (int e = 0; e < n_eng && s == QN_OK; e++) {
         ln_proc *q;
+        if (gpu && nd >= n_nodes) {
+            s = qn_fail(QN_ERR_INVALID, "launch: not enough GPUs for %d engine%s of %d GPU%s (%s)",
+                        n_eng, n_eng == 1 ? "" : "s", per, per == 1 ? "" : "s",
+                        c->colocate ? "colocated" : "after the trainer's GPUs");
+            break;
+        }
         if (!gpu) {
             s = add_proc(p, LN_ENGINE, e, nd, "", &q);
             if (p->n_nodes > 1 && !c->colocate) {
@@ -566,7 +605,10 @@ static qn_status place(ln_plan *p, const launch_cfg *c) {
                             c->colocate ? "colocated" : "after the trainer's GPUs");
                 break;
             }
-            gpu_list(gl, sizeof gl, next[nd], per);
+            if (!gpu_list(gl, sizeof gl, next[nd], per)) {
+                s = qn_fail(QN_ERR_RANGE, "launch: %d GPUs per engine: too many to list", per);
+                break;
+            }
             s = add_proc(p, LN_ENGINE, e, nd, gl, &q);
             next[nd] += per;
         } else {
@@ -700,7 +742,7 @@ static qn_status fill_commands(ln_plan *p, const launch_cfg *c, const split *sp)
             QN_CHECK(ln_strv_pushf(a, "--tokenizer=%s", hf));
         switch (q->role) {
         case LN_ROUTER:
-            QN_CHECK(ln_strv_pushf(a, "--listen=tcp://%s:*", node->host));
+            QN_CHECK(ln_strv_pushf(a, "--listen=tcp://%s:*", node->addr));
             /* a free port unless given: two jobs on one machine must not collide */
             if (!share_has(share, "http-port")) QN_CHECK(ln_strv_push(a, "--http-port=0"));
             QN_CHECK(ln_strv_pushf(a, "--port-file=%s/ports/router", p->run_dir));
@@ -708,7 +750,7 @@ static qn_status fill_commands(ln_plan *p, const launch_cfg *c, const split *sp)
             QN_CHECK(ln_strv_pushf(a, "--job=%s", p->job));
             break;
         case LN_BUFFER:
-            QN_CHECK(ln_strv_pushf(a, "--listen=tcp://%s:*", node->host));
+            QN_CHECK(ln_strv_pushf(a, "--listen=tcp://%s:*", node->addr));
             QN_CHECK(ln_strv_pushf(a, "--port-file=%s/ports/buffer", p->run_dir));
             QN_CHECK(ln_strv_pushf(a, "--redis=%s", p->redis_url));
             QN_CHECK(ln_strv_pushf(a, "--job=%s", p->job));
@@ -736,14 +778,14 @@ static qn_status fill_commands(ln_plan *p, const launch_cfg *c, const split *sp)
             QN_CHECK(ln_strv_pushf(a, "--save=%s", ckpt));
             QN_CHECK(ln_strv_pushf(a, "--metrics-file=%s", metrics));
             QN_CHECK(ln_strv_pushf(a, "--num-rollout=%lld", (long long)c->num_rollout));
-            QN_CHECK(ln_strv_pushf(a, "--weight-listen=tcp://%s:*", node->host));
+            QN_CHECK(ln_strv_pushf(a, "--weight-listen=tcp://%s:*", node->addr));
             QN_CHECK(ln_strv_pushf(&q->env, "QN_WORLD_SIZE=%d", p->n_trainers));
             QN_CHECK(ln_strv_pushf(&q->env, "QN_RANK=%d", q->index));
             QN_CHECK(ln_strv_pushf(&q->env, "QN_LOCAL_RANK=%d",
                                    q->index % (int)c->actor_num_gpus_per_node));
             QN_CHECK(ln_strv_pushf(&q->env, "QN_REDIS_URL=%s", p->redis_url));
             QN_CHECK(ln_strv_pushf(&q->env, "QN_JOB=%s", p->job));
-            QN_CHECK(ln_strv_pushf(&q->env, "QN_DIST_HOST=%s", node->host));
+            QN_CHECK(ln_strv_pushf(&q->env, "QN_DIST_HOST=%s", node->addr));
             break;
         default:
             break;
@@ -788,8 +830,34 @@ static qn_status make_run_dir(ln_plan *p, const launch_cfg *c, bool dry_run) {
     return QN_OK;
 }
 
+/* Locks RUN_DIR for this launcher (held until ln_plan_free) and refuses a
+ * directory that already holds a job unless it is being resumed. */
+static qn_status lock_run_dir(ln_plan *p) {
+    char path[2300];
+    snprintf(path, sizeof path, "%s/launch.lock", p->run_dir);
+    p->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (p->lock_fd < 0) return qn_fail(QN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (flock(p->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "?";
+        ssize_t k = pread(p->lock_fd, pid, sizeof pid - 1, 0);
+        pid[k > 0 ? k : 1] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        return qn_fail(QN_ERR_EXISTS, "launch: %s is in use by another launcher (pid %s)",
+                       p->run_dir, pid);
+    }
+    if (ftruncate(p->lock_fd, 0) == 0) dprintf(p->lock_fd, "%d\n", (int)getpid());
+    snprintf(path, sizeof path, "%s/launch.json", p->run_dir);
+    struct stat st;
+    if (!p->resume && stat(path, &st) == 0)
+        return qn_fail(QN_ERR_EXISTS,
+                       "launch: %s holds a job already: `quench launch --load %s` resumes it, "
+                       "or choose another --run-dir", p->run_dir, p->run_dir);
+    return QN_OK;
+}
+
 qn_status ln_plan_build(int argc, char **argv, ln_plan *p, bool *dry_run) {
     memset(p, 0, sizeof *p);
+    p->lock_fd = -1;
     *dry_run = false;
     /* --load RUN_DIR: the saved flags first, then the given ones */
     ln_strv all = {0};
@@ -849,9 +917,11 @@ qn_status ln_plan_build(int argc, char **argv, ln_plan *p, bool *dry_run) {
         p->quench[k] = 0;
     }
     QN_CHECK_GOTO(make_run_dir(p, &c, *dry_run), s, done);
-    QN_CHECK_GOTO(nodes_from(p, &c), s, done);
+    if (!*dry_run) QN_CHECK_GOTO(lock_run_dir(p), s, done);
+    QN_CHECK_GOTO(nodes_from(p, &c, *dry_run), s, done);
     char desc[1024];
-    QN_CHECK_GOTO(ln_model_args_check(sp.model, c.hf_checkpoint, desc, sizeof desc), s, done);
+    QN_CHECK_GOTO(ln_model_args_check(sp.model, c.hf_checkpoint, *dry_run, desc, sizeof desc), s,
+                  done);
     if (desc[0]) fprintf(*dry_run ? stdout : stderr, "model: %s\n", desc);
     /* Redis: ours on node 0 (port chosen at start) or the given one */
     p->own_redis = c.redis == NULL;
@@ -859,8 +929,8 @@ qn_status ln_plan_build(int argc, char **argv, ln_plan *p, bool *dry_run) {
         snprintf(p->redis_url, sizeof p->redis_url, "%s", c.redis);
     } else {
         int port = 0;
-        QN_CHECK_GOTO(free_port(p->nodes[0].host, &port), s, done);
-        snprintf(p->redis_url, sizeof p->redis_url, "redis://%s:%d", p->nodes[0].host, port);
+        QN_CHECK_GOTO(free_port(p->nodes[0].addr, &port), s, done);
+        snprintf(p->redis_url, sizeof p->redis_url, "redis://%s:%d", p->nodes[0].addr, port);
         p->redis_port = port;
     }
     ln_proc *q;
@@ -889,6 +959,8 @@ done:
 }
 
 void ln_plan_free(ln_plan *p) {
+    if (p->lock_fd >= 0) close(p->lock_fd);
+    p->lock_fd = -1;
     for (size_t i = 0; i < p->n_procs; i++) {
         ln_strv_free(&p->procs[i].argv);
         ln_strv_free(&p->procs[i].env);
@@ -928,7 +1000,10 @@ void ln_plan_print(const ln_plan *p, FILE *out) {
             p->async ? "async (rollout k+1 overlaps training k)" : "sync",
             p->has_eval ? ", evaluation" : "");
     for (size_t i = 0; i < p->n_nodes; i++)
-        fprintf(out, "node %zu: %s, %d GPU%s%s\n", i, p->nodes[i].host, p->nodes[i].slots,
+        fprintf(out, "node %zu: %s%s%s%s, %d GPU%s%s\n", i, p->nodes[i].host,
+                strcmp(p->nodes[i].host, p->nodes[i].addr) ? " (" : "",
+                strcmp(p->nodes[i].host, p->nodes[i].addr) ? p->nodes[i].addr : "",
+                strcmp(p->nodes[i].host, p->nodes[i].addr) ? ")" : "", p->nodes[i].slots,
                 p->nodes[i].slots == 1 ? "" : "s", i == 0 ? " (this machine)" : "");
     for (size_t i = 0; i < p->n_procs; i++) {
         const ln_proc *q = &p->procs[i];

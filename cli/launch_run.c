@@ -81,7 +81,6 @@ typedef struct run_state {
     ln_plan *p;
     char router_ep[640], buffer_ep[640];
     int router_http; /* the router's HTTP port, 0: none */
-    int stop_fds[1024]; /* write ends of remote processes' stdin pipes, by proc index */
     /* progress from metrics.jsonl */
     int64_t metrics_off;
     double t0;
@@ -153,7 +152,7 @@ static qn_status redis_argv(const ln_plan *p, ln_strv *a) {
     QN_CHECK(ln_strv_pushf(a, "--port"));
     QN_CHECK(ln_strv_pushf(a, "%d", p->redis_port));
     QN_CHECK(ln_strv_push(a, "--bind"));
-    QN_CHECK(ln_strv_push(a, p->nodes[0].host));
+    QN_CHECK(ln_strv_push(a, p->nodes[0].addr));
     QN_CHECK(ln_strv_push(a, "--dir"));
     QN_CHECK(ln_strv_pushf(a, "%s/redis", p->run_dir));
     QN_CHECK(ln_strv_push(a, "--appendonly"));
@@ -222,15 +221,24 @@ static qn_status build_exec(const run_state *rs, const ln_proc *q, ln_strv *out)
         shell_quote(remote, sizeof remote, &off, cmd.v[i]);
     }
     /* a background job of a non-interactive shell reads /dev/null unless redirected
-     * explicitly: the watcher reads the session's stdin through fd 3 */
+     * explicitly: the watcher reads the session's stdin through fd 3; once the process
+     * ends, the watcher is ended too (no kill of a pid that may be reused) */
     append(remote, sizeof remote, &off,
            " </dev/null & p=$!; exec 3<&0; (cat <&3 >/dev/null; kill -TERM $p 2>/dev/null; "
-           "sleep 5; kill -KILL $p 2>/dev/null) >/dev/null 2>&1 & wait $p");
+           "sleep 5; kill -KILL $p 2>/dev/null) >/dev/null 2>&1 & w=$!; wait $p; s=$?; "
+           "kill $w 2>/dev/null; exit $s");
     ln_strv_free(&cmd);
-    if (off + 2 >= sizeof remote) return qn_fail(QN_ERR_RANGE, "%s: command too long", q->name);
+    /* run by sh whatever the login shell is: sh -c '<remote>' */
+    char wrapped[sizeof remote + 4096];
+    size_t woff = 0;
+    wrapped[0] = 0;
+    append(wrapped, sizeof wrapped, &woff, "sh -c ");
+    shell_quote(wrapped, sizeof wrapped, &woff, remote);
+    if (off + 2 >= sizeof remote || woff + 8 >= sizeof wrapped)
+        return qn_fail(QN_ERR_RANGE, "%s: command too long for ssh", q->name);
     QN_CHECK(split_words(p->ssh_command, out));
     QN_CHECK(ln_strv_push(out, p->nodes[q->node].host));
-    return ln_strv_push(out, remote);
+    return ln_strv_push(out, wrapped);
 }
 
 static qn_status spawn(run_state *rs, size_t idx) {
@@ -262,9 +270,11 @@ static qn_status spawn(run_state *rs, size_t idx) {
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
+        int err = errno;
         close(fd);
+        if (remote) close(pipefd[0]), close(pipefd[1]);
         ln_strv_free(&ex);
-        return qn_fail(QN_ERR_IO, "fork: %s", strerror(errno));
+        return qn_fail(QN_ERR_IO, "fork: %s", strerror(err));
     }
     if (pid == 0) {
         setpgid(0, 0);
@@ -293,12 +303,8 @@ static qn_status spawn(run_state *rs, size_t idx) {
     close(fd);
     if (remote) {
         close(pipefd[0]);
-        if (idx < sizeof rs->stop_fds / sizeof rs->stop_fds[0]) {
-            if (rs->stop_fds[idx] > 0) close(rs->stop_fds[idx]);
-            rs->stop_fds[idx] = pipefd[1];
-        } else {
-            close(pipefd[1]);
-        }
+        if (q->stop_fd > 0) close(q->stop_fd);
+        q->stop_fd = pipefd[1];
     }
     ln_strv_free(&ex);
     q->pid = pid;
@@ -313,7 +319,10 @@ static bool redis_ping(const char *host, int port) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return false;
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, host, &a.sin_addr);
+    if (inet_pton(AF_INET, host, &a.sin_addr) != 1) {
+        close(fd);
+        return false;
+    }
     struct timeval tv = {.tv_sec = 1};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     bool ok = false;
@@ -368,7 +377,7 @@ static qn_status wait_ready(run_state *rs, size_t idx, double timeout_s,
 
 static bool redis_ready(run_state *rs, size_t idx) {
     (void)idx;
-    return redis_ping(rs->p->nodes[0].host, rs->p->redis_port);
+    return redis_ping(rs->p->nodes[0].addr, rs->p->redis_port);
 }
 
 static bool router_ready(run_state *rs, size_t idx) {
@@ -527,9 +536,9 @@ static void reap(run_state *rs, bool quiet) {
             q->pid = 0;
             q->exited = true;
             q->exit_status = st;
-            if (i < sizeof rs->stop_fds / sizeof rs->stop_fds[0] && rs->stop_fds[i] > 0) {
-                close(rs->stop_fds[i]);
-                rs->stop_fds[i] = 0;
+            if (q->stop_fd > 0) {
+                close(q->stop_fd);
+                q->stop_fd = 0;
             }
         }
     }
@@ -547,9 +556,9 @@ static void signal_all(run_state *rs, int sig, bool redis) {
         if (!q->pid || (q->role == LN_REDIS) != redis) continue;
         kill(-q->pid, sig);
         if (sig == SIGKILL) kill(q->pid, SIGKILL);
-        if (i < sizeof rs->stop_fds / sizeof rs->stop_fds[0] && rs->stop_fds[i] > 0) {
-            close(rs->stop_fds[i]); /* a remote process ends when its stdin closes */
-            rs->stop_fds[i] = 0;
+        if (q->stop_fd > 0) {
+            close(q->stop_fd); /* a remote process ends when its stdin closes */
+            q->stop_fd = 0;
         }
     }
 }
@@ -605,7 +614,7 @@ static qn_status start_all(run_state *rs) {
                 QN_CHECK(wait_ready(rs, i, 60, router_ready));
                 if (rs->router_http > 0)
                     say("router at %s, HTTP API http://%s:%d (/generate, /v1/completions, "
-                        "/workers, /metrics)", rs->router_ep, p->nodes[0].host, rs->router_http);
+                        "/workers, /metrics)", rs->router_ep, p->nodes[0].addr, rs->router_http);
                 else
                     say("router at %s", rs->router_ep);
             } else if (k_order[o] == LN_BUFFER) {
@@ -625,17 +634,7 @@ int ln_run(ln_plan *p) {
     memset(&rs, 0, sizeof rs);
     rs.p = p;
     rs.t0 = qn_now_s();
-    char lock[2300];
-    snprintf(lock, sizeof lock, "%s/launch.lock", p->run_dir);
-    int lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        fprintf(stderr, "quench launch: %s is in use by another launcher (%s)\n", p->run_dir,
-                lock_fd < 0 ? strerror(errno) : "locked");
-        if (lock_fd >= 0) close(lock_fd);
-        return 1;
-    }
-    if (ftruncate(lock_fd, 0) == 0) dprintf(lock_fd, "%d\n", (int)getpid());
-    struct sigaction sa;
+    struct sigaction sa; /* the run directory is locked already (ln_plan_build) */
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
@@ -653,6 +652,7 @@ int ln_run(ln_plan *p) {
     qn_status s = start_all(&rs);
     if (s != QN_OK) {
         snprintf(reason, sizeof reason, "%s", qn_last_error());
+        if (g_signal) rc = 128 + abs(g_signal);
         for (size_t i = 0; i < p->n_procs; i++)
             if (p->procs[i].exited) culprit = &p->procs[i];
     }
@@ -758,8 +758,7 @@ int ln_run(ln_plan *p) {
     } else {
         say("job stopped (exit status %d); `quench launch --load %s` resumes it", rc, p->run_dir);
     }
-    for (size_t i = 0; i < sizeof rs.stop_fds / sizeof rs.stop_fds[0]; i++)
-        if (rs.stop_fds[i] > 0) close(rs.stop_fds[i]);
-    close(lock_fd);
+    for (size_t i = 0; i < p->n_procs; i++)
+        if (p->procs[i].stop_fd > 0) close(p->procs[i].stop_fd);
     return rc;
 }

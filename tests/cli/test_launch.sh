@@ -90,6 +90,11 @@ grep -q "2 model flags checked" "$TMP/e4.out" || fail "model flags not reported 
 "$Q" launch "${COMMON[@]}" --num-rollout 5 --rollout-batch-size 0 --dry-run >"$TMP/e5.out" 2>&1
 [ $? -eq 2 ] && grep -q "flags for \`quench buffer\`: --rollout-batch-size" "$TMP/e5.out" ||
     fail "a bad buffer flag is not caught before starting"
+printf 'a slots=4\nb slots=4\nc slots=4\n' >"$TMP/hosts3"
+"$Q" launch "${COMMON[@]}" --num-rollout 5 --hostfile "$TMP/hosts3" --actor-num-gpus-per-node 4 \
+    --rollout-num-gpus-per-engine 8 --rollout-num-engines 2 --dry-run >"$TMP/e6.out" 2>&1
+[ $? -eq 2 ] && grep -q "not enough GPUs for 2 engines of 8 GPUs" "$TMP/e6.out" ||
+    fail "engines past the last node not refused: $(tail -1 "$TMP/e6.out")"
 echo "ok 1: plans and flag routing"
 
 # ---------------------------------------------------------------- 2. kill -9 of an engine
@@ -129,6 +134,12 @@ for r in 0 1 2 3; do
         fail "rollout $r not trained exactly once"
 done
 left_running "$RUN" && fail "processes of the job still run after it ended"
+# the run directory holds a job now: a fresh launch into it is refused and changes nothing
+cp "$RUN/launch.json" "$TMP/launch.json.before"
+"$Q" launch "${COMMON[@]}" --num-rollout 4 --lr 0.5 --run-dir "$RUN" >"$TMP/again.out" 2>&1
+[ $? -eq 1 ] && grep -q "holds a job already: \`quench launch --load $RUN\` resumes it" "$TMP/again.out" ||
+    fail "a second launch into a used run directory was not refused: $(tail -1 "$TMP/again.out")"
+cmp -s "$RUN/launch.json" "$TMP/launch.json.before" || fail "the refused launch changed launch.json"
 echo "ok 2: engine killed with -9, restarted, job complete"
 
 # ---------------------------------------------------------------- 3. SIGTERM tears down
@@ -136,6 +147,11 @@ RUN=$TMP/run3
 "$Q" launch "${COMMON[@]}" --num-rollout 1000 --run-dir "$RUN" >"$TMP/run3.out" 2>&1 &
 LPID=$!
 wait_for 60 grep -q '"perf/train_wait_time"' "$RUN/metrics.jsonl" 2>/dev/null || fail "run3: nothing trained"
+cp "$RUN/launch.json" "$TMP/launch3.before"
+"$Q" launch --load "$RUN" --lr 0.5 >"$TMP/run3-second.out" 2>&1
+[ $? -eq 1 ] && grep -q "is in use by another launcher (pid $LPID)" "$TMP/run3-second.out" ||
+    fail "a second launcher on a running job was not refused: $(tail -1 "$TMP/run3-second.out")"
+cmp -s "$RUN/launch.json" "$TMP/launch3.before" || fail "the refused launcher changed launch.json"
 kill -TERM "$LPID"
 wait_for 30 exited "$LPID" || fail "SIGTERM did not end the launcher in 30 s"
 wait "$LPID"

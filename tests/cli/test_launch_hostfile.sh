@@ -45,7 +45,8 @@ sshd_local_start "$TMP/ssh" || exit $?
 import json
 for i in range(32): print(json.dumps({'prompt': [1 + i % 7, 2 + i % 5, 3], 'label': 'x'}))
 " >"$TMP/prompts.jsonl"
-printf '127.0.0.1 slots=1\n127.0.0.2 slots=1\n' >"$TMP/hosts"
+# node 0 by name (resolved to its address for binding), node 1 by address
+printf 'localhost slots=1\n127.0.0.2 slots=1\n' >"$TMP/hosts"
 ARGS=(--hf-checkpoint "$TMP/model" --prompt-data "$TMP/prompts.jsonl" --reward exact
       --rollout-batch-size 2 --n-samples-per-prompt 4 --global-batch-size 8 --threads 1
       --hostfile "$TMP/hosts" --ssh-command "$SSHD_LOCAL_SSH" --engine-timeout-ms 3000)
@@ -53,7 +54,8 @@ ARGS=(--hf-checkpoint "$TMP/model" --prompt-data "$TMP/prompts.jsonl" --reward e
 # ---------------------------------------------------------------- 1. a job over two nodes
 "$Q" launch "${ARGS[@]}" --num-rollout 4 --dry-run >"$TMP/plan.out" 2>&1 || fail "dry run"
 grep -q "^\[engine-0\] node 1 (127.0.0.2)" "$TMP/plan.out" || fail "engine not placed on node 1"
-grep -q "^\[trainer-0\] node 0 (127.0.0.1)" "$TMP/plan.out" || fail "trainer not on node 0"
+grep -q "^\[trainer-0\] node 0 (localhost)" "$TMP/plan.out" || fail "trainer not on node 0"
+grep -q "^node 0: localhost (127.0.0.1)" "$TMP/plan.out" || fail "node 0's name not resolved"
 RUN=$TMP/run1
 "$Q" launch "${ARGS[@]}" --num-rollout 4 --rollout-max-response-len 600 --run-dir "$RUN" \
     >"$TMP/run1.out" 2>&1 &
