@@ -141,7 +141,9 @@ static qn_status resolve_argv(const run_state *rs, const ln_proc *q, ln_strv *ou
             QN_CHECK(ln_strv_push(out, a));
             continue;
         }
-        snprintf(buf, sizeof buf, "%.*s%s%s", (int)pre, a, rep, at + key);
+        int k = snprintf(buf, sizeof buf, "%.*s%s%s", (int)pre, a, rep, at + key);
+        if (k < 0 || (size_t)k >= sizeof buf)
+            return qn_fail(QN_ERR_RANGE, "%s: argument too long: %.40s...", q->name, a);
         QN_CHECK(ln_strv_push(out, buf));
     }
     return QN_OK;
