@@ -473,8 +473,15 @@ static void put_sample_fields(sbuf *b, const qn_engine_sample *s, const qn_token
         if (qn_tokenizer_decode(tok, s->ids, (size_t)s->n_out, false, &text, &len) == QN_OK) {
             if (s->stop_match_at >= 0 && (size_t)s->stop_match_at <= len)
                 len = (size_t)s->stop_match_at;
-            sb_str(b, ",\"text\":");
-            sb_json_str(b, text, len);
+            /* ill-formed UTF-8 (a character cut between tokens) as Python and the
+             * router replace it */
+            char *valid = malloc(len * 3 + 1);
+            if (valid) {
+                size_t vlen = qn_utf8_replace_invalid(text, len, valid);
+                sb_str(b, ",\"text\":");
+                sb_json_str(b, valid, vlen);
+                free(valid);
+            }
         }
         free(text);
     }
