@@ -15,6 +15,11 @@
  * With --max-staleness K a complete group is checked against the job's
  * weight_version (read from Redis at most every VERSION_POLL_S).
  *
+ * A rollout is acknowledged (flow control, --num-rollout) once every rank
+ * acked it, and deleted only once every rank's checkpointed mark (hash
+ * `ckpt`) is past it too: a trainer that dies before its next checkpoint
+ * resumes from the last one and must be able to fetch the rollouts after it.
+ *
  * Leaves out: pluggable filters beyond nonzero_std, and rollouts larger than
  * one 64 MiB message per rank. */
 #include "cli/buffer.h"
@@ -95,6 +100,7 @@ typedef struct buf {
     uint64_t next;   /* rollout being made = rollouts persisted */
     uint64_t cursor; /* data cursor after the last persisted rollout */
     uint64_t floor;  /* lowest rollout not acknowledged by every rank */
+    uint64_t low;    /* lowest rollout still in Redis: [low, next) are held */
     /* the rollout being made */
     bool making;
     uint64_t launch_cursor;
@@ -133,6 +139,91 @@ static qn_status redis_exists(buf *b, uint64_t r, bool *out) {
     return QN_OK;
 }
 
+/* Of the hash acks:<r>: the ranks below `world` that acked and `world` (0:
+ * no rank has fetched r yet). */
+static qn_status acks_of(buf *b, uint64_t r, uint64_t *ranks, uint64_t *world) {
+    char sfx[64], key[512];
+    snprintf(sfx, sizeof sfx, "acks:%" PRIu64, r);
+    qn_redis_key(b->redis, key, sizeof key, sfx);
+    redisReply *rep = NULL;
+    QN_CHECK(qn_redis_command(b->redis, &rep, "HGETALL %s", key));
+    *ranks = *world = 0;
+    for (int pass = 0; pass < 2 && rep->type == REDIS_REPLY_ARRAY; pass++)
+        for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+            const char *f = rep->element[i]->str, *v = rep->element[i + 1]->str;
+            if (!f || !v) continue;
+            if (pass == 0 && strcmp(f, "world") == 0)
+                *world = strtoull(v, NULL, 10);
+            else if (pass == 1 && strncmp(f, "rank:", 5) == 0 && strtoull(f + 5, NULL, 10) < *world)
+                (*ranks)++;
+        }
+    freeReplyObject(rep);
+    return QN_OK;
+}
+
+/* The lowest checkpointed mark (hash `ckpt`, `rank:<k>` = highest rollout in
+ * a checkpoint of rank k, plus 1) over ranks 0..world-1; 0 while the world
+ * is unknown or a rank has none. */
+static qn_status durable_mark(buf *b, uint64_t *out) {
+    char key[512];
+    qn_redis_key(b->redis, key, sizeof key, "ckpt");
+    redisReply *rep = NULL;
+    QN_CHECK(qn_redis_command(b->redis, &rep, "HGETALL %s", key));
+    *out = 0;
+    uint64_t world = 0;
+    if (rep->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i + 1 < rep->elements; i += 2)
+            if (rep->element[i]->str && rep->element[i + 1]->str &&
+                strcmp(rep->element[i]->str, "world") == 0)
+                world = strtoull(rep->element[i + 1]->str, NULL, 10);
+    if (world == 0 || world > 65536 || rep->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(rep);
+        return QN_OK;
+    }
+    uint64_t *mark = calloc(world, sizeof *mark);
+    if (!mark) {
+        freeReplyObject(rep);
+        return qn_fail(QN_ERR_NOMEM, "buffer: checkpoint marks");
+    }
+    for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+        const char *f = rep->element[i]->str, *v = rep->element[i + 1]->str;
+        if (!f || !v || strncmp(f, "rank:", 5) != 0) continue;
+        uint64_t k = strtoull(f + 5, NULL, 10);
+        if (k < world) mark[k] = strtoull(v, NULL, 10);
+    }
+    freeReplyObject(rep);
+    uint64_t m = mark[0];
+    for (uint64_t k = 1; k < world; k++)
+        if (mark[k] < m) m = mark[k];
+    free(mark);
+    *out = m;
+    return QN_OK;
+}
+
+/* Moves the floor past the rollouts every rank acked, then deletes (in
+ * order, one DEL each, so the held ones stay a contiguous range) the acked
+ * rollouts below every rank's checkpointed mark. */
+static qn_status settle(buf *b) {
+    while (b->floor < b->next) {
+        uint64_t ranks, world;
+        QN_CHECK(acks_of(b, b->floor, &ranks, &world));
+        if (world == 0 || ranks < world) break;
+        b->floor++;
+    }
+    uint64_t upto;
+    QN_CHECK(durable_mark(b, &upto));
+    if (upto > b->floor) upto = b->floor;
+    for (; b->low < upto; b->low++) {
+        char sfx[64], k_roll[512], k_acks[512];
+        snprintf(sfx, sizeof sfx, "rollout:%" PRIu64, b->low);
+        qn_redis_key(b->redis, k_roll, sizeof k_roll, sfx);
+        snprintf(sfx, sizeof sfx, "acks:%" PRIu64, b->low);
+        qn_redis_key(b->redis, k_acks, sizeof k_acks, sfx);
+        QN_CHECK(qn_redis_command(b->redis, NULL, "DEL %s %s", k_roll, k_acks));
+    }
+    return QN_OK;
+}
+
 static qn_status load_state(buf *b) {
     bool f1, f2, f3;
     uint64_t size = 0;
@@ -146,17 +237,22 @@ static qn_status load_state(buf *b) {
             "buffer: %s has %zu usable prompts, the job's data cursor was made with %" PRIu64
             "; continuing at draw %" PRIu64 " (epochs are counted with the new size)",
             b->o->data.path, b->data.n, size, b->cursor);
-    b->floor = b->next;
-    while (b->floor > 0) {
+    /* rollouts are deleted in order, so the held ones are a contiguous range */
+    b->low = b->next;
+    while (b->low > 0) {
         bool ex;
-        QN_CHECK(redis_exists(b, b->floor - 1, &ex));
+        QN_CHECK(redis_exists(b, b->low - 1, &ex));
         if (!ex) break;
-        b->floor--;
+        b->low--;
     }
+    b->floor = b->low;
+    QN_CHECK(settle(b)); /* also finishes deletions a kill interrupted */
     if (f1)
         QN_LOG_INFO("buffer: resuming job '%s': rollout %" PRIu64 ", data cursor %" PRIu64
-                    " (epoch %" PRIu64 "), rollouts %" PRIu64 "..%" PRIu64 " held for trainers",
-                    b->o->job, b->next, b->cursor, b->cursor / b->data.n, b->floor, b->next);
+                    " (epoch %" PRIu64 "), rollouts %" PRIu64 "..%" PRIu64 " held for trainers"
+                    " (acknowledged below %" PRIu64 ")",
+                    b->o->job, b->next, b->cursor, b->cursor / b->data.n, b->low, b->next,
+                    b->floor);
     return QN_OK;
 }
 
@@ -896,10 +992,12 @@ static void send_error(buf *b, const uint8_t *id, size_t idlen, uint64_t rid, qn
 }
 
 static qn_status redis_hset_world(buf *b, uint64_t r, uint32_t world) {
-    char sfx[64], key[512];
+    char sfx[64], key[512], k_ckpt[512];
     snprintf(sfx, sizeof sfx, "acks:%" PRIu64, r);
     qn_redis_key(b->redis, key, sizeof key, sfx);
-    return qn_redis_command(b->redis, NULL, "HSET %s world %u", key, world);
+    qn_redis_key(b->redis, k_ckpt, sizeof k_ckpt, "ckpt");
+    QN_CHECK(qn_redis_command(b->redis, NULL, "HSET %s world %u", key, world));
+    return qn_redis_command(b->redis, NULL, "HSET %s world %u", k_ckpt, world);
 }
 
 /* Answers one rank's request for a persisted rollout, from Redis. */
@@ -913,7 +1011,8 @@ static qn_status serve(buf *b, const waiter *w) {
         freeReplyObject(rep);
         char msg[256];
         snprintf(msg, sizeof msg,
-                 "rollout %" PRIu64 " is no longer held: every rank acknowledged it",
+                 "rollout %" PRIu64 " is no longer held: every rank acknowledged it and "
+                 "has it in a checkpoint",
                  w->rollout_id);
         send_error(b, w->identity, w->identity_len, w->rid, QN_ERR_NOT_FOUND, msg);
         return QN_OK;
@@ -995,38 +1094,36 @@ out:
 
 static qn_status on_ack(buf *b, const qn_zmsg *msg) {
     const Quench__TrainBatchAck *a = msg->env->train_batch_ack;
-    char sfx[64], k_acks[512], k_roll[512];
-    snprintf(sfx, sizeof sfx, "acks:%" PRIu64, a->rollout_id);
-    qn_redis_key(b->redis, k_acks, sizeof k_acks, sfx);
-    snprintf(sfx, sizeof sfx, "rollout:%" PRIu64, a->rollout_id);
-    qn_redis_key(b->redis, k_roll, sizeof k_roll, sfx);
-    QN_CHECK(qn_redis_command(b->redis, NULL, "HSET %s rank:%u %" PRIu64, k_acks, a->rank,
-                              a->checkpoint_step));
-    redisReply *rep = NULL;
-    QN_CHECK(qn_redis_command(b->redis, &rep, "HGETALL %s", k_acks));
-    uint64_t world = 0, ranks = 0;
-    if (rep->type == REDIS_REPLY_ARRAY)
-        for (size_t i = 0; i + 1 < rep->elements; i += 2) {
-            const char *f = rep->element[i]->str;
-            if (!f) continue;
-            if (strcmp(f, "world") == 0 && rep->element[i + 1]->str)
-                world = strtoull(rep->element[i + 1]->str, NULL, 10);
-            else if (strncmp(f, "rank:", 5) == 0)
-                ranks++;
-        }
-    freeReplyObject(rep);
-    QN_LOG_INFO("buffer: rollout %" PRIu64 ": rank %u acknowledged (step %" PRIu64 "; %" PRIu64
-                "/%" PRIu64 " ranks)",
-                a->rollout_id, a->rank, a->checkpoint_step, ranks, world);
-    if (world > 0 && ranks >= world) {
-        QN_CHECK(qn_redis_command(b->redis, NULL, "DEL %s %s", k_roll, k_acks));
-        while (b->floor < b->next) {
-            bool ex;
-            QN_CHECK(redis_exists(b, b->floor, &ex));
-            if (ex) break;
-            b->floor++;
-        }
+    uint64_t r = a->rollout_id;
+    if (a->checkpointed) { /* the mark only grows: acks may come again after a resume */
+        char k_ckpt[512];
+        qn_redis_key(b->redis, k_ckpt, sizeof k_ckpt, "ckpt");
+        redisReply *rep = NULL;
+        QN_CHECK(qn_redis_command(b->redis, &rep, "HGET %s rank:%u", k_ckpt, a->rank));
+        uint64_t mark = rep->type == REDIS_REPLY_STRING ? strtoull(rep->str, NULL, 10) : 0;
+        freeReplyObject(rep);
+        if (mark < r + 1)
+            QN_CHECK(qn_redis_command(b->redis, NULL, "HSET %s rank:%u %" PRIu64, k_ckpt, a->rank,
+                                      r + 1));
     }
+    if (r >= b->low && r < b->next) { /* held: an ack for a deleted one makes no acks:<r> */
+        char sfx[64], k_acks[512];
+        snprintf(sfx, sizeof sfx, "acks:%" PRIu64, r);
+        qn_redis_key(b->redis, k_acks, sizeof k_acks, sfx);
+        QN_CHECK(qn_redis_command(b->redis, NULL, "HSET %s rank:%u %" PRIu64, k_acks, a->rank,
+                                  a->checkpoint_step));
+        uint64_t ranks, world;
+        QN_CHECK(acks_of(b, r, &ranks, &world));
+        QN_LOG_INFO("buffer: rollout %" PRIu64 ": rank %u acknowledged (step %" PRIu64
+                    "%s; %" PRIu64 "/%" PRIu64 " ranks)",
+                    r, a->rank, a->checkpoint_step, a->checkpointed ? ", checkpointed" : "", ranks,
+                    world);
+    } else {
+        QN_LOG_INFO("buffer: rollout %" PRIu64 " (not held): rank %u acknowledged (step %" PRIu64
+                    "%s)",
+                    r, a->rank, a->checkpoint_step, a->checkpointed ? ", checkpointed" : "");
+    }
+    QN_CHECK(settle(b));
     /* confirm: the ack is recorded */
     Quench__TrainBatchAck echo = *a;
     Quench__Envelope env = qn_envelope_train_batch_ack(&echo);

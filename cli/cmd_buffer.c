@@ -91,9 +91,10 @@ static const qn_flag_table k_buffer_table = {
         "The data buffer: draws prompts from JSONL, sends n samples per prompt to the router,\n"
         "scores them with a built-in reward, computes GRPO advantages, filters groups, persists\n"
         "each rollout to Redis before any trainer sees it, and serves trainer ranks their share\n"
-        "(TrainBatchRequest -> TrainBatch, TrainBatchAck after their checkpoint). A restarted\n"
-        "buffer resumes from Redis. Protocol and keys: docs/services.md. SIGTERM/SIGINT: exits 0\n"
-        "(the rollout being made is regenerated on restart).",
+        "(TrainBatchRequest -> TrainBatch, TrainBatchAck once trained; a rollout is deleted once\n"
+        "every rank's checkpoint holds it). A restarted buffer resumes from Redis. Protocol and\n"
+        "keys: docs/services.md. SIGTERM/SIGINT: exits 0 (the rollout being made is regenerated\n"
+        "on restart).",
     .flags = k_buffer_flags,
     .n_flags = QN_FLAGS_COUNT(k_buffer_flags),
     .cfg_size = sizeof(buffer_cfg)};

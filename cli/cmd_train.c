@@ -6,13 +6,16 @@
  * train_step.h: model, optimizer, workspaces and dist handle persist), write
  * a checkpoint when due (rank 0, train-step's layout and atomicity), publish
  * the weights as version r+1 to --router (rank 0, one weight server for the
- * whole run) and wait for APPLIED, then ack rollout r with the last
- * checkpoint's step. Publishing before the ack lets a buffer in sync mode
- * generate r+1 on the new weights.
+ * whole run) and wait for APPLIED, then ack rollout r, saying whether r is
+ * in a checkpoint (the buffer deletes a rollout only then, so a resume from
+ * an older checkpoint can fetch it again). Publishing before the ack lets a
+ * buffer in sync mode generate r+1 on the new weights.
  *
  * Resume (--load, or --save when it has `latest`): a checkpoint that
- * finished rollout R's batch starts at R+1; a mid-batch one re-requests R
- * and skips its done steps. Rank 0 then publishes the loaded weights as the
+ * finished rollout R's batch first acks R as checkpointed again (the run
+ * may have died between the checkpoint and the ack, and a sync buffer waits
+ * for it) and starts at R+1; a mid-batch one re-requests R and skips its
+ * done steps. Rank 0 then publishes the loaded weights as the
  * start id (a router already at that version refuses: logged, not fatal).
  *
  * Buffer requests are resent after --request-timeout-s without an answer
@@ -259,11 +262,16 @@ static qn_status fetch_rollout(tr_client *c, uint64_t r, uint32_t world, int64_t
     return QN_OK;
 }
 
-static qn_status ack_rollout(tr_client *c, uint64_t r, uint32_t rank, uint64_t ckpt_step) {
+/* checkpointed: r's optimizer steps are in a checkpoint written for r (rank 0
+ * writes it; every rank follows the same schedule and says the same), which
+ * lets the buffer delete r and the rollouts before it. */
+static qn_status ack_rollout(tr_client *c, uint64_t r, uint32_t rank, uint64_t ckpt_step,
+                             bool checkpointed) {
     Quench__TrainBatchAck a = QUENCH__TRAIN_BATCH_ACK__INIT;
     a.rollout_id = r;
     a.rank = rank;
     a.checkpoint_step = ckpt_step;
+    a.checkpointed = checkpointed;
     Quench__Envelope env = qn_envelope_train_batch_ack(&a);
     char what[64];
     snprintf(what, sizeof what, "ack of rollout %" PRIu64, r);
@@ -422,6 +430,9 @@ int qn_cmd_train(int argc, char **argv) {
                                   cfg.update_weights_timeout, &secs, true), s, fail);
         }
     }
+    if (load && ck.batch_step >= ck.batch_steps && ck.rollout_id >= 0) /* idempotent */
+        QN_CHECK_GOTO(ack_rollout(&cl, (uint64_t)ck.rollout_id, (uint32_t)rank, ckpt_step, true),
+                      s, fail);
     if (start >= cfg.num_rollout)
         QN_LOG_INFO("train: nothing to do: rollouts [0, %lld) are trained",
                     (long long)cfg.num_rollout);
@@ -450,7 +461,7 @@ int qn_cmd_train(int argc, char **argv) {
         if (pub)
             QN_CHECK_GOTO(publish(pub, ts_trainer_model(t), (uint64_t)r + 1,
                                   cfg.update_weights_timeout, &upd, false), s, fail);
-        QN_CHECK_GOTO(ack_rollout(&cl, (uint64_t)r, (uint32_t)rank, ckpt_step), s, fail);
+        QN_CHECK_GOTO(ack_rollout(&cl, (uint64_t)r, (uint32_t)rank, ckpt_step, due), s, fail);
         int64_t tokens = 0;
         for (int64_t i = 0; i < batch.n; i++) tokens += batch.v[i].len;
         double wait = t1 - t0, train = t2 - t1;

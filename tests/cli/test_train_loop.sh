@@ -20,6 +20,14 @@
 #      step: A's weights after rollout 1, bit for bit.
 #   F: two data-parallel ranks (QN_WORLD_SIZE=2) train the job: each fetches
 #      every share, acks its own; the buffer exits 0, rank 0 alone reports.
+#   G: --save-interval 2 without --router (the engine can be stopped to hold
+#      the next rollout back): a trainer killed after acking rollout 0,
+#      which no checkpoint holds, is replaced by one that starts over and is
+#      served rollout 0 again (the buffer keeps it); that one checkpoints
+#      rollout 1 but its ack is lost with the buffer (SIGSTOP, then both
+#      kill -9): the restarted buffer waits for that ack (sync mode), the
+#      resumed trainer sends it again and trains rollout 2; both exit 0 and
+#      no rollout is left in Redis.
 #   D: with no buffer the request is resent; SIGTERM before the last rollout
 #      exits 1. A deleted rollout (B) is a fatal error naming it.
 # Every process is killed and reaped on exit; every wait is bounded.
@@ -67,7 +75,7 @@ for _ in $(seq 1 100); do [ -S "$TMP/redis.sock" ] && break; sleep 0.05; done
 REDIS=unix://$TMP/redis.sock
 
 # start_stack NAME: a fresh router + engine (weights version 0) and a buffer
-# for job NAME; sets ZMQ, URL, BUF, BUF_PID
+# for job NAME; sets ZMQ, URL, ENG_PID, BUF, BUF_PID
 start_stack() {
     local d=$TMP/$1
     mkdir -p "$d"
@@ -81,14 +89,22 @@ start_stack() {
     "$Q" rollout --router "$ZMQ" --model "$TMP/m" --engine-id "e-$1" --threads 1 \
         --max-running-requests 16 --kv-cache-tokens 1024 --block-size 8 --context-len 64 \
         >"$d/engine.log" 2>&1 &
-    PIDS+=($!)
+    ENG_PID=$!
+    PIDS+=($ENG_PID)
     for _ in $(seq 1 100); do [ "$(health engines)" = 1 ] && break; sleep 0.05; done
     [ "$(health engines)" = 1 ] || fail "$1: the engine did not register"
+    start_buffer "$1"
+}
+# start_buffer NAME: a buffer for job NAME on the router ZMQ (appends to its
+# log; a restart resumes the job from Redis); sets BUF, BUF_PID
+start_buffer() {
+    local d=$TMP/$1
+    rm -f "$d/buf.port"
     "$Q" buffer --prompt-data "$TMP/data.jsonl" --input-key tokens --redis "$REDIS" --job "$1" \
         --router "$ZMQ" --listen 'tcp://127.0.0.1:*' --port-file "$d/buf.port" \
         --n-samples-per-prompt 4 --rollout-batch-size 2 --rollout-max-response-len 6 \
         --reward f1 --reward-isolation inline --dynamic-sampling-filter nonzero_std --rollout-seed 3 --max-rollouts-ahead 1 \
-        --num-rollout 3 --metrics-file "$d/buffer_metrics.jsonl" >"$d/buffer.log" 2>&1 &
+        --num-rollout 3 --metrics-file "$d/buffer_metrics.jsonl" >>"$d/buffer.log" 2>&1 &
     BUF_PID=$!
     PIDS+=($BUF_PID)
     for _ in $(seq 1 100); do [ -s "$d/buf.port" ] && break; sleep 0.05; done
@@ -279,6 +295,65 @@ n=$(grep -c '"train/lr"' "$TMP/F/metrics.jsonl")
 grep -q "rank 1/2: .* of 8 samples" "$TMP/F/train1.log" || fail "F: rank 1 did not see the whole rollout"
 [ "$(health weight_version)" = 3 ] || fail "F: the router is at weight_version $(health weight_version)"
 echo "two ranks: 3 rollouts acked by both, $n step lines"
+
+echo "== G: --save-interval 2: killed after an unsaved rollout, then after a lost ack"
+# wait_for N FILE PATTERN SECONDS: until PATTERN is on N lines of FILE
+wait_for() {
+    for _ in $(seq 1 $(($4 * 20))); do
+        [ "$(grep -c -- "$3" "$2" 2>/dev/null)" -ge "$1" ] && return 0
+        sleep 0.05
+    done
+    return 1
+}
+rcli() { redis-cli -s "$TMP/redis.sock" "$@"; }
+start_stack G
+GT=(--hf-checkpoint "$TMP/m" --save "$TMP/G/save" --save-interval 2 --num-rollout 3 "${TRAIN[@]}")
+wait_for 1 "$TMP/G/buffer.log" "rollout 0 persisted" 60 || fail "G: rollout 0 was not made"
+kill -STOP "$ENG_PID" # rollout 1 cannot be made
+"$Q" train "${GT[@]}" --buffer "$BUF" --dump-batches "$TMP/G/dump1" >/dev/null \
+    2>"$TMP/G/train1.log" &
+T=$!
+PIDS+=($T)
+wait_for 1 "$TMP/G/buffer.log" "rollout 0: rank 0 acknowledged" 60 || fail "G: rollout 0 was not acked"
+kill -9 "$T"
+{ wait "$T"; } 2>/dev/null
+forget "$T"
+[ -e "$TMP/G/save/latest" ] && fail "G: a checkpoint after rollout 0 with --save-interval 2"
+[ "$(rcli EXISTS quench:G:rollout:0)" = 1 ] || fail "G: rollout 0 is gone, no checkpoint holds it"
+# no checkpoint: the next trainer starts over and is served rollout 0 again
+"$Q" train "${GT[@]}" --buffer "$BUF" --dump-batches "$TMP/G/dump2" >/dev/null \
+    2>"$TMP/G/train2.log" &
+T=$!
+PIDS+=($T)
+wait_for 2 "$TMP/G/buffer.log" "rollout 0: rank 0 acknowledged" 60 ||
+    fail "G: the second trainer did not ack rollout 0"
+cmp "$TMP/G/dump1/rollout-0.jsonl" "$TMP/G/dump2/rollout-0.jsonl" ||
+    fail "G: rollout 0 was not served as it was the first time"
+# it gets rollout 1, checkpoints it, and its ack is lost with the buffer
+kill -STOP "$T"
+kill -CONT "$ENG_PID"
+wait_for 1 "$TMP/G/buffer.log" "rollout 1 persisted" 60 || fail "G: rollout 1 was not made"
+sleep 0.5 # the batch leaves the buffer's socket
+kill -STOP "$BUF_PID"
+kill -CONT "$T"
+wait_for 1 "$TMP/G/train2.log" "ack of rollout 1: no answer" 60 || fail "G: rollout 1 was not acked"
+[ -e "$TMP/G/save/step-4" ] || fail "G: no checkpoint of rollout 1 (step 4)"
+kill -9 "$T" "$BUF_PID"
+{ wait "$T" "$BUF_PID"; } 2>/dev/null
+forget "$T"
+forget "$BUF_PID"
+[ "$(rcli HEXISTS quench:G:acks:1 rank:0)" = 0 ] || fail "G: the ack of rollout 1 was recorded"
+start_buffer G
+timeout 60 "$Q" train "${GT[@]}" --buffer "$BUF" >/dev/null 2>"$TMP/G/train3.log" ||
+    fail "G: the resumed trainer exited $? (124: it waited for a rollout never made)"
+grep -q "resuming from .*step-4 (rollout 1, batch step 2 of 2): starting at rollout 2" \
+    "$TMP/G/train3.log" || fail "G: no resume line"
+wait_exit "$BUF_PID" 20
+rc=$?
+[ $rc = 0 ] || fail "G: the buffer exited $rc after the resumed run"
+left=$(rcli KEYS 'quench:G:rollout:*'; rcli KEYS 'quench:G:acks:*')
+[ -z "$left" ] || fail "G: left in Redis: $left"
+echo "resumed twice: rollout 0 served again, rollout 1 acked again, nothing left in Redis"
 
 echo "== D: no buffer: requests are resent; SIGTERM before the last rollout exits 1"
 "$Q" train --hf-checkpoint "$TMP/m" --buffer tcp://127.0.0.1:1 --save "$TMP/D" --num-rollout 1 \

@@ -30,7 +30,13 @@
  *   (i) --partial-rollout: samples aborted at the end of a rollout are
  *       persisted with it (key partial) and continued in the next rollout
  *       (their responses start with the earlier tokens, log-probs and
- *       versions for every token); every group is served once, whole.
+ *       versions for every token); every group is served once, whole;
+ *   (ck) acks without `checkpointed` (two ranks, sync mode): the rollouts stay
+ *       in Redis and servable while the next ones are made; kill -9 and
+ *       restart recompute the lowest unacknowledged rollout from the acks; a
+ *       checkpointed ack deletes the acked rollouts below every rank's mark
+ *       (the minimum over ranks), an ack of a deleted rollout is answered
+ *       and makes no acks hash, and the last acks leave nothing behind.
  * Every process is registered in a table that the teardown kills and reaps
  * (after SIGCONT), also when an assertion failed. */
 #include <setjmp.h>
@@ -283,11 +289,13 @@ static Quench__Envelope *fetch(trainer *t, uint64_t r, uint32_t rank, uint32_t w
     return e;
 }
 
-static void ack(trainer *t, uint64_t r, uint32_t rank) {
+/* Acks r for `rank`; checkpointed: r is in that rank's checkpoint. */
+static void ack_(trainer *t, uint64_t r, uint32_t rank, bool checkpointed) {
     Quench__TrainBatchAck a = QUENCH__TRAIN_BATCH_ACK__INIT;
     a.rollout_id = r;
     a.rank = rank;
     a.checkpoint_step = r + 1;
+    a.checkpointed = checkpointed;
     Quench__Envelope env = qn_envelope_train_batch_ack(&a);
     uint64_t rid = ++t->rid;
     assert_int_equal(qn_zsend(t->sock, NULL, 0, &env, rid, "train"), QN_OK);
@@ -295,6 +303,11 @@ static void ack(trainer *t, uint64_t r, uint32_t rank) {
     assert_non_null(e);
     assert_int_equal(e->body_case, QUENCH__ENVELOPE__BODY_TRAIN_BATCH_ACK);
     qn_envelope_free(e);
+}
+
+/* A trainer that checkpoints every rollout. */
+static void ack(trainer *t, uint64_t r, uint32_t rank) {
+    ack_(t, r, rank, true);
 }
 
 /* The dataset line whose prompt opens sample s, or -1. */
@@ -395,6 +408,17 @@ static long long redis_exists(const char *key) {
     assert_non_null(c);
     redisReply *rep = redisCommand(c, "EXISTS %s", key);
     long long v = rep && rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
+    if (rep) freeReplyObject(rep);
+    redisFree(c);
+    return v;
+}
+
+/* HGET key field as an integer, or -1 when absent. */
+static long long redis_hget(const char *key, const char *field) {
+    redisContext *c = redisConnectUnix(g.redis_url + strlen("unix://"));
+    assert_non_null(c);
+    redisReply *rep = redisCommand(c, "HGET %s %s", key, field);
+    long long v = rep && rep->type == REDIS_REPLY_STRING ? atoll(rep->str) : -1;
     if (rep) freeReplyObject(rep);
     redisFree(c);
     return v;
@@ -1176,13 +1200,93 @@ static void test_partial_rollout(void **state) {
     if (continued == 0) fail_msg("no continued sample was served in 3 runs; see buffer_i*.log");
 }
 
+/* A trainer that checkpoints every few rollouts: acked rollouts stay in Redis
+ * (and servable, for its resume) until every rank's checkpoint covers them,
+ * while generation moves on as soon as they are acked; a restarted buffer
+ * recomputes the lowest unacknowledged rollout from the acks in Redis. */
+static void test_checkpointed_acks(void **state) {
+    (void)state;
+    const char *extra[] = {"--max-rollouts-ahead", "1", "--num-rollout", "4", NULL};
+    bufproc b;
+    start_buffer(&b, "ck", g.data, "buffer_ck.log", extra);
+    trainer t;
+    trainer_open(&t, b.ep, "train-ck");
+    int lines[N_GROUPS];
+    /* 0 and 1 trained by both ranks, in no checkpoint: kept, and sync mode still moves on */
+    take_rollout_(&t, 0, 2, 0, lines, NULL, true);
+    ack_(&t, 0, 0, false);
+    ack_(&t, 0, 1, false);
+    take_rollout_(&t, 1, 2, N_GROUPS, lines, NULL, true); /* made only once 0 was acked */
+    assert_int_equal(redis_exists("quench:ck:rollout:0"), 1);
+    take_rollout_(&t, 0, 2, 0, lines, NULL, true); /* what a resume asks for */
+    /* the engines stop, so rollout 2 cannot be persisted before the kill */
+    kill(g.eng[0], SIGSTOP);
+    kill(g.eng[1], SIGSTOP);
+    ack_(&t, 1, 0, false);
+    ack_(&t, 1, 1, false);
+    if (!wait_log("buffer_ck.log", "rollout 2: generating", 20))
+        fail_msg("rollout 2 was not started after rollout 1 was acked; see buffer_ck.log");
+    kill(b.pid, SIGKILL);
+    waitpid(b.pid, NULL, 0);
+    forget(b.pid);
+    kill(g.eng[0], SIGCONT);
+    kill(g.eng[1], SIGCONT);
+    trainer_close(&t);
+    assert_int_equal(redis_int("quench:ck:rollout_next"), 2);
+    assert_int_equal(redis_exists("quench:ck:rollout:0"), 1);
+    assert_int_equal(redis_exists("quench:ck:rollout:1"), 1);
+
+    /* restart: 0 and 1 are acked by every rank, so rollout 2 is made (sync mode) */
+    start_buffer(&b, "ck", g.data, "buffer_ck.log", extra);
+    trainer_open(&t, b.ep, "train-ck2");
+    take_rollout_(&t, 1, 2, N_GROUPS, lines, NULL, true); /* still held after the restart */
+    qn_envelope_free(fetch(&t, 2, 0, 2, 30)); /* fails fast when the floor stayed at 0 */
+    take_rollout_(&t, 2, 2, 2 * N_GROUPS, lines, NULL, true);
+    /* rank 0's checkpoint covers 0..2, rank 1 has none yet: nothing goes */
+    ack_(&t, 2, 0, true);
+    assert_int_equal(redis_hget("quench:ck:ckpt", "rank:0"), 3);
+    assert_int_equal(redis_exists("quench:ck:rollout:0"), 1);
+    /* rank 1's covers 0..1: the acked rollouts below min(3, 2) go */
+    ack_(&t, 1, 1, true);
+    assert_int_equal(redis_exists("quench:ck:rollout:0"), 0);
+    assert_int_equal(redis_exists("quench:ck:acks:0"), 0);
+    assert_int_equal(redis_exists("quench:ck:rollout:1"), 0);
+    assert_int_equal(redis_exists("quench:ck:acks:1"), 0);
+    assert_int_equal(redis_exists("quench:ck:rollout:2"), 1);
+    /* an ack of a deleted rollout is answered and leaves no acks hash behind */
+    ack_(&t, 0, 1, true);
+    assert_int_equal(redis_exists("quench:ck:acks:0"), 0);
+    assert_int_equal(redis_hget("quench:ck:ckpt", "rank:1"), 2); /* marks only grow */
+    Quench__TrainBatchRequest q = QUENCH__TRAIN_BATCH_REQUEST__INIT;
+    q.rollout_id = 0;
+    q.world_size = 2;
+    Quench__Envelope env = qn_envelope_train_batch_request(&q);
+    assert_int_equal(qn_zsend(t.sock, NULL, 0, &env, 778, "train"), QN_OK);
+    Quench__Envelope *e = await(&t, 778, 20);
+    assert_non_null(e);
+    assert_int_equal(e->body_case, QUENCH__ENVELOPE__BODY_ERROR);
+    qn_envelope_free(e);
+    /* a checkpointed ack of a later rollout deletes every acked one before it */
+    ack_(&t, 2, 1, true);
+    assert_int_equal(redis_exists("quench:ck:rollout:2"), 0);
+    take_rollout_(&t, 3, 2, 3 * N_GROUPS, lines, NULL, true);
+    ack_(&t, 3, 0, true);
+    ack_(&t, 3, 1, true);
+    int st = wait_exit(b.pid, 20);
+    if (st == -1) fail_msg("buffer did not exit after --num-rollout 4; see buffer_ck.log");
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_int_equal(redis_exists("quench:ck:rollout:3"), 0);
+    assert_int_equal(redis_exists("quench:ck:acks:3"), 0);
+    trainer_close(&t);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_three_rollouts),  cmocka_unit_test(test_kill_and_resume),
         cmocka_unit_test(test_bad_data),        cmocka_unit_test(test_unreachable),
         cmocka_unit_test(test_filter),          cmocka_unit_test(test_router_restart),
         cmocka_unit_test(test_malformed),       cmocka_unit_test(test_staleness),
-        cmocka_unit_test(test_partial_rollout),
+        cmocka_unit_test(test_partial_rollout), cmocka_unit_test(test_checkpointed_acks),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
