@@ -215,4 +215,37 @@ grep "\"rollout_id\":$((N - 1)),\"rollout/raw_reward\"" "$RUN/metrics.jsonl" |
     grep -q "\"rollout/data_cursor\":$((N * 4))," || fail "the buffer did not draw every prompt once"
 left_running "$RUN" && fail "processes left after the resumed job"
 echo "ok 4: kill -9 of the launcher, --load resumes with nothing skipped or repeated"
+
+# ---------------------------------------------------------------- 4b. the same, between checkpoints
+# --save-interval 3: killed after rollout 1 is trained but before any checkpoint; the resumed
+# trainer starts over from the initial weights and is served rollouts 0 and 1 again (the buffer
+# keeps a rollout until it is in a checkpoint), then goes on
+RUN=$TMP/run4c
+N=6
+"$Q" launch "${COMMON[@]}" --num-rollout $N --save-interval 3 --rollout-max-response-len 64 \
+    --run-dir "$RUN" >"$TMP/run4c.out" 2>&1 &
+LPID=$!
+wait_for 90 grep -q '"rollout_id": 1, "perf/train_wait_time"' "$RUN/metrics.jsonl" 2>/dev/null ||
+    fail "run4c: rollout 1 not trained"
+kill -9 "$LPID"
+wait "$LPID" 2>/dev/null
+LPID=
+wait_for 10 none_running "$RUN" || fail "run4c: processes outlived the killed launcher"
+"$Q" launch --load "$RUN" >"$TMP/run4d.out" 2>&1 &
+LPID=$!
+wait_for 120 exited "$LPID" || fail "run4c: resumed job did not end"
+wait "$LPID"
+RC=$?
+LPID=
+[ "$RC" -eq 0 ] || fail "run4c: resumed job exited $RC"
+grep -q '"step": 6, "rollout_id": 5, "batch_step": 1' "$RUN/checkpoints/step-6/trainer_state.json" ||
+    fail "run4c: step-6 does not hold rollout 5"
+[ "$(cat "$RUN/checkpoints/latest")" = "step-6" ] || fail "run4c: latest is not step-6"
+for r in $(seq 0 $((N - 1))); do
+    [ "$(grep -c "\"rollout_id\":$r,\"rollout/raw_reward\"" "$RUN/metrics.jsonl")" -eq 1 ] ||
+        fail "run4c: rollout $r not generated exactly once"
+done
+grep "\"rollout_id\":$((N - 1)),\"rollout/raw_reward\"" "$RUN/metrics.jsonl" |
+    grep -q "\"rollout/data_cursor\":$((N * 4))," || fail "run4c: the buffer did not draw every prompt once"
+echo "ok 4b: killed between checkpoints, --load trains the uncheckpointed rollouts again and goes on"
 echo "PASS"
