@@ -179,25 +179,44 @@ wait_for 5 none_running "$RUN" || fail "processes left after the buffer crashed"
 echo "ok 3b: a crashed buffer stops the job with the reason (exit 1)"
 
 # ---------------------------------------------------------------- 4. kill -9 of the launcher, --load
+# kill_and_resume RUN N TRAINED LAUNCH_FLAGS...: starts a job of N rollouts, kills the launcher
+# with -9 once rollout TRAINED is trained, checks nothing outlives it, resumes with --load and
+# checks the resumed job ends with status 0, every rollout generated once and every prompt drawn
+# once, nothing left running
+kill_and_resume() {
+    local run=$1 n=$2 trained=$3
+    shift 3
+    "$Q" launch "${COMMON[@]}" --num-rollout "$n" --rollout-max-response-len 64 --run-dir "$run" \
+        "$@" >"$run.first.out" 2>&1 &
+    LPID=$!
+    wait_for 90 grep -q "\"rollout_id\": $trained, \"perf/train_wait_time\"" "$run/metrics.jsonl" \
+        2>/dev/null || fail "$run: rollout $trained not trained"
+    kill -9 "$LPID"
+    wait "$LPID" 2>/dev/null
+    LPID=
+    wait_for 10 none_running "$run" || fail "$run: processes outlived the killed launcher"
+    "$Q" launch --load "$run" >"$run.resumed.out" 2>&1 &
+    LPID=$!
+    wait_for 120 exited "$LPID" || fail "$run: resumed job did not end"
+    wait "$LPID"
+    local rc=$?
+    LPID=
+    [ "$rc" -eq 0 ] || fail "$run: resumed job exited $rc"
+    grep -q "resuming job quench" "$run.resumed.out" || fail "$run: not reported as a resume"
+    for r in $(seq 0 $((n - 1))); do
+        local c
+        c=$(grep -c "\"rollout_id\":$r,\"rollout/raw_reward\"" "$run/metrics.jsonl")
+        [ "$c" -eq 1 ] || fail "$run: rollout $r generated $c times"
+    done
+    grep "\"rollout_id\":$((n - 1)),\"rollout/raw_reward\"" "$run/metrics.jsonl" |
+        grep -q "\"rollout/data_cursor\":$((n * 4))," || fail "$run: the buffer did not draw every prompt once"
+    [ "$(cat "$run/checkpoints/latest")" = "step-$n" ] || fail "$run: latest is not step-$n"
+    left_running "$run" && fail "$run: processes left after the resumed job"
+    return 0
+}
 RUN=$TMP/run4
 N=8
-"$Q" launch "${COMMON[@]}" --num-rollout $N --rollout-max-response-len 64 --run-dir "$RUN" \
-    >"$TMP/run4a.out" 2>&1 &
-LPID=$!
-wait_for 90 grep -q '"rollout_id": 3, "perf/train_wait_time"' "$RUN/metrics.jsonl" 2>/dev/null ||
-    fail "run4: rollout 3 not trained"
-kill -9 "$LPID"
-wait "$LPID" 2>/dev/null
-LPID=
-wait_for 10 none_running "$RUN" || fail "processes outlived the killed launcher"
-"$Q" launch --load "$RUN" >"$TMP/run4b.out" 2>&1 &
-LPID=$!
-wait_for 120 exited "$LPID" || fail "resumed job did not end"
-wait "$LPID"
-RC=$?
-LPID=
-[ "$RC" -eq 0 ] || fail "resumed job exited $RC"
-grep -q "resuming job quench" "$TMP/run4b.out" || fail "not reported as a resume"
+kill_and_resume "$RUN" $N 3
 # one chain of checkpoints: step k holds rollout k-1, for every k up to N
 for k in $(seq 1 $N); do
     st="$RUN/checkpoints/step-$k/trainer_state.json"
@@ -206,14 +225,6 @@ for k in $(seq 1 $N); do
         fail "step-$k does not hold rollout $((k - 1)): $(cat "$st")"
 done
 [ -e "$RUN/checkpoints/step-$((N + 1))" ] && fail "more optimizer steps than rollouts"
-[ "$(cat "$RUN/checkpoints/latest")" = "step-$N" ] || fail "latest is not step-$N"
-for r in $(seq 0 $((N - 1))); do
-    [ "$(grep -c "\"rollout_id\":$r,\"rollout/raw_reward\"" "$RUN/metrics.jsonl")" -eq 1 ] ||
-        fail "rollout $r generated $(grep -c "\"rollout_id\":$r,\"rollout/raw_reward\"" "$RUN/metrics.jsonl") times"
-done
-grep "\"rollout_id\":$((N - 1)),\"rollout/raw_reward\"" "$RUN/metrics.jsonl" |
-    grep -q "\"rollout/data_cursor\":$((N * 4))," || fail "the buffer did not draw every prompt once"
-left_running "$RUN" && fail "processes left after the resumed job"
 echo "ok 4: kill -9 of the launcher, --load resumes with nothing skipped or repeated"
 
 # ---------------------------------------------------------------- 4b. the same, between checkpoints
@@ -221,31 +232,9 @@ echo "ok 4: kill -9 of the launcher, --load resumes with nothing skipped or repe
 # trainer starts over from the initial weights and is served rollouts 0 and 1 again (the buffer
 # keeps a rollout until it is in a checkpoint), then goes on
 RUN=$TMP/run4c
-N=6
-"$Q" launch "${COMMON[@]}" --num-rollout $N --save-interval 3 --rollout-max-response-len 64 \
-    --run-dir "$RUN" >"$TMP/run4c.out" 2>&1 &
-LPID=$!
-wait_for 90 grep -q '"rollout_id": 1, "perf/train_wait_time"' "$RUN/metrics.jsonl" 2>/dev/null ||
-    fail "run4c: rollout 1 not trained"
-kill -9 "$LPID"
-wait "$LPID" 2>/dev/null
-LPID=
-wait_for 10 none_running "$RUN" || fail "run4c: processes outlived the killed launcher"
-"$Q" launch --load "$RUN" >"$TMP/run4d.out" 2>&1 &
-LPID=$!
-wait_for 120 exited "$LPID" || fail "run4c: resumed job did not end"
-wait "$LPID"
-RC=$?
-LPID=
-[ "$RC" -eq 0 ] || fail "run4c: resumed job exited $RC"
+kill_and_resume "$RUN" 6 1 --save-interval 3
 grep -q '"step": 6, "rollout_id": 5, "batch_step": 1' "$RUN/checkpoints/step-6/trainer_state.json" ||
     fail "run4c: step-6 does not hold rollout 5"
-[ "$(cat "$RUN/checkpoints/latest")" = "step-6" ] || fail "run4c: latest is not step-6"
-for r in $(seq 0 $((N - 1))); do
-    [ "$(grep -c "\"rollout_id\":$r,\"rollout/raw_reward\"" "$RUN/metrics.jsonl")" -eq 1 ] ||
-        fail "run4c: rollout $r not generated exactly once"
-done
-grep "\"rollout_id\":$((N - 1)),\"rollout/raw_reward\"" "$RUN/metrics.jsonl" |
-    grep -q "\"rollout/data_cursor\":$((N * 4))," || fail "run4c: the buffer did not draw every prompt once"
+[ -e "$RUN/checkpoints/step-1" ] && fail "run4c: a checkpoint between the save points"
 echo "ok 4b: killed between checkpoints, --load trains the uncheckpointed rollouts again and goes on"
 echo "PASS"
