@@ -177,6 +177,7 @@ static Quench__Envelope build_train_batch_ack(void) {
     a.rollout_id = 7;
     a.rank = 1;
     a.checkpoint_step = 70;
+    a.checkpointed = 1;
     return qn_envelope_train_batch_ack(&a);
 }
 
