@@ -69,6 +69,7 @@ typedef struct ln_proc {
     double restart_at; /* monotonic time of a pending restart, 0: none */
     int64_t log_off;  /* bytes of the log already streamed to the terminal */
     int stop_fd;      /* remote: the write end of its ssh stdin (closing it ends it), else 0 */
+    int log_rfd;      /* its log, open for reading (the terminal stream), 0 before its start */
 } ln_proc;
 
 typedef struct ln_plan {

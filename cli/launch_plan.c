@@ -345,6 +345,32 @@ static qn_status split_args(int argc, char **argv, int from, split *s) {
     return QN_OK;
 }
 
+/* ------------------------------------------------------------ small input files */
+
+/* Reads the whole of path (at most 1 MiB: a hostfile or launch.json) into a
+ * malloc'd, NUL-terminated *text of *n bytes; what names the file in errors. */
+static qn_status read_small_file(const char *path, const char *what, char **text, size_t *n) {
+    enum { MAX = 1 << 20 };
+    *text = NULL;
+    *n = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return qn_fail(QN_ERR_IO, "%s %s: cannot read: %s", what, path, strerror(errno));
+    char *t = malloc(MAX + 1);
+    size_t k = t ? fread(t, 1, MAX + 1, f) : 0;
+    bool err = t && ferror(f);
+    fclose(f);
+    if (!t) return qn_fail(QN_ERR_NOMEM, "%s %s", what, path);
+    if (err || k > MAX) {
+        free(t);
+        return err ? qn_fail(QN_ERR_IO, "%s %s: read error", what, path)
+                   : qn_fail(QN_ERR_TOO_LARGE, "%s %s: over 1 MiB", what, path);
+    }
+    t[k] = 0;
+    *text = t;
+    *n = k;
+    return QN_OK;
+}
+
 /* ------------------------------------------------------------ saved arguments */
 
 /* RUN_DIR/launch.json: {"argv": [...]} — the flags the job was started
@@ -371,30 +397,11 @@ static qn_status save_args(const char *run_dir, int argc, char **argv) {
 static qn_status load_args(const char *run_dir, ln_strv *out) {
     char path[2200];
     snprintf(path, sizeof path, "%s/launch.json", run_dir);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return qn_fail(QN_ERR_IO, "--load %s: cannot read %s: %s (not a run directory?)", run_dir,
-                       path, strerror(errno));
     char *text = NULL;
-    size_t n = 0, cap = 0;
-    char buf[8192];
-    size_t k;
-    while ((k = fread(buf, 1, sizeof buf, f)) > 0) {
-        if (n + k + 1 > cap) {
-            cap = (n + k + 1) * 2;
-            char *t = realloc(text, cap);
-            if (!t) {
-                free(text);
-                fclose(f);
-                return qn_fail(QN_ERR_NOMEM, "%s", path);
-            }
-            text = t;
-        }
-        memcpy(text + n, buf, k);
-        n += k;
-    }
-    fclose(f);
-    cJSON *o = text ? cJSON_ParseWithLength(text, n) : NULL;
+    size_t n = 0;
+    if (read_small_file(path, "--load", &text, &n) != QN_OK)
+        return qn_fail(QN_ERR_IO, "%s (not a run directory?)", qn_last_error());
+    cJSON *o = cJSON_ParseWithLength(text, n);
     free(text);
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "argv");
     if (!cJSON_IsArray(a)) {
@@ -450,15 +457,10 @@ static bool gpu_list(char *buf, size_t size, int first, int n) {
 }
 
 static qn_status read_hostfile(const char *path, qn_host_list *out) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return qn_fail(QN_ERR_IO, "--hostfile %s: %s", path, strerror(errno));
-    char *text = malloc(1 << 20);
-    size_t n = text ? fread(text, 1, 1 << 20, f) : 0;
-    bool big = text && n == 1 << 20;
-    fclose(f);
-    if (!text) return qn_fail(QN_ERR_NOMEM, "%s", path);
-    qn_status s = big ? qn_fail(QN_ERR_TOO_LARGE, "--hostfile %s: over 1 MiB", path)
-                      : qn_hostfile_parse(text, n, path, out);
+    char *text = NULL;
+    size_t n = 0;
+    QN_CHECK(read_small_file(path, "--hostfile", &text, &n));
+    qn_status s = qn_hostfile_parse(text, n, path, out);
     free(text);
     return s;
 }

@@ -41,12 +41,9 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -54,6 +51,7 @@
 
 #include "cli/launch.h"
 #include "core/clock.h"
+#include "net/redis.h"
 
 static volatile sig_atomic_t g_signal;
 
@@ -83,6 +81,7 @@ typedef struct run_state {
     int router_http; /* the router's HTTP port, 0: none */
     /* progress from metrics.jsonl */
     int64_t metrics_off;
+    int metrics_fd; /* RUN_DIR/metrics.jsonl for reading, 0 until it exists */
     double t0;
     double first_acc, last_acc;
     int64_t first_acc_v, last_acc_v;
@@ -257,6 +256,7 @@ static qn_status spawn(run_state *rs, size_t idx) {
     }
     struct stat st;
     if (fstat(fd, &st) == 0 && q->generation == 0) q->log_off = st.st_size;
+    if (q->log_rfd <= 0) q->log_rfd = open(log, O_RDONLY | O_CLOEXEC); /* for the stream */
     char banner[256];
     int bl = snprintf(banner, sizeof banner, "==== quench launch: starting %s (start %d) ====\n",
                       q->name, q->generation + 1);
@@ -317,26 +317,6 @@ static qn_status spawn(run_state *rs, size_t idx) {
 
 /* ------------------------------------------------------------ waiting for a service */
 
-static bool redis_ping(const char *host, int port) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return false;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    if (inet_pton(AF_INET, host, &a.sin_addr) != 1) {
-        close(fd);
-        return false;
-    }
-    struct timeval tv = {.tv_sec = 1};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    bool ok = false;
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0 && write(fd, "PING\r\n", 6) == 6) {
-        char buf[64] = {0};
-        ssize_t n = read(fd, buf, sizeof buf - 1);
-        ok = n >= 5 && strncmp(buf, "+PONG", 5) == 0;
-    }
-    close(fd);
-    return ok;
-}
-
 /* Reads "zmq=<endpoint>" (and "http=<port>" when http is not NULL) from a
  * port file. */
 static bool read_port_file(const char *path, char *ep, size_t size, int *http) {
@@ -377,9 +357,18 @@ static qn_status wait_ready(run_state *rs, size_t idx, double timeout_s,
                    timeout_s, rs->p->run_dir, q->name);
 }
 
+/* Ready once PING answers PONG (a Redis still loading its append-only file
+ * answers an error, which qn_redis_command reports). */
 static bool redis_ready(run_state *rs, size_t idx) {
     (void)idx;
-    return redis_ping(rs->p->nodes[0].addr, rs->p->redis_port);
+    qn_redis *r = NULL;
+    redisReply *rep = NULL;
+    bool ok = qn_redis_connect(rs->p->redis_url, NULL, 1000, &r) == QN_OK &&
+              qn_redis_command_once(r, &rep, "PING") == QN_OK && rep &&
+              rep->type == REDIS_REPLY_STATUS && rep->str && strcmp(rep->str, "PONG") == 0;
+    if (rep) freeReplyObject(rep);
+    qn_redis_free(r);
+    return ok;
 }
 
 static bool router_ready(run_state *rs, size_t idx) {
@@ -403,13 +392,9 @@ static void stream_logs(run_state *rs) {
     if (p->stream == 0) return;
     for (size_t i = 0; i < p->n_procs; i++) {
         ln_proc *q = &p->procs[i];
-        char path[2300];
-        snprintf(path, sizeof path, "%s/logs/%s.log", p->run_dir, q->name);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) continue;
+        if (q->log_rfd <= 0) continue; /* not started yet */
         char buf[65536];
-        ssize_t n = pread(fd, buf, sizeof buf - 1, q->log_off);
-        close(fd);
+        ssize_t n = pread(q->log_rfd, buf, sizeof buf - 1, q->log_off);
         if (n <= 0) continue;
         buf[n] = 0;
         char *line = buf, *nl;
@@ -472,10 +457,13 @@ static void progress_line(run_state *rs, const char *line, bool quiet) {
 /* Reads RUN_DIR/metrics.jsonl from where the last call stopped (whole lines
  * only). quiet: no progress lines (a resumed job's earlier lines). */
 static void progress(run_state *rs, bool quiet) {
-    char path[2300];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", rs->p->run_dir);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return;
+    if (rs->metrics_fd <= 0) { /* opened once it exists, then kept */
+        char path[2300];
+        snprintf(path, sizeof path, "%s/metrics.jsonl", rs->p->run_dir);
+        rs->metrics_fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (rs->metrics_fd < 0) return;
+    }
+    int fd = rs->metrics_fd;
     static char buf[65536];
     for (;;) {
         ssize_t n = pread(fd, buf, sizeof buf - 1, rs->metrics_off);
@@ -491,7 +479,7 @@ static void progress(run_state *rs, bool quiet) {
         rs->metrics_off += line - buf;
         if (n < (ssize_t)sizeof buf - 1) break;
     }
-    close(fd);
+
 }
 
 static void print_tail(const ln_plan *p, const ln_proc *q, int lines) {
@@ -760,7 +748,10 @@ int ln_run(ln_plan *p) {
     } else {
         say("job stopped (exit status %d); `quench launch --load %s` resumes it", rc, p->run_dir);
     }
-    for (size_t i = 0; i < p->n_procs; i++)
+    for (size_t i = 0; i < p->n_procs; i++) {
         if (p->procs[i].stop_fd > 0) close(p->procs[i].stop_fd);
+        if (p->procs[i].log_rfd > 0) close(p->procs[i].log_rfd);
+    }
+    if (rs.metrics_fd > 0) close(rs.metrics_fd);
     return rc;
 }
