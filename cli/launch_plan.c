@@ -976,21 +976,6 @@ void ln_plan_free(ln_plan *p) {
 
 /* ------------------------------------------------------------ printing */
 
-static void print_word(FILE *out, const char *w) {
-    bool plain = *w != 0;
-    for (const char *c = w; *c; c++)
-        if (!(isalnum((unsigned char)*c) || strchr("-_./:=,@+%", *c))) plain = false;
-    if (plain) {
-        fputs(w, out);
-        return;
-    }
-    fputc('\'', out);
-    for (const char *c = w; *c; c++) {
-        if (*c == '\'') fputs("'\\''", out);
-        else fputc(*c, out);
-    }
-    fputc('\'', out);
-}
 
 void ln_plan_print(const ln_plan *p, FILE *out) {
     static const char *const k_mode[] = {"local", "ssh", "slurm"};
@@ -1026,11 +1011,11 @@ void ln_plan_print(const ln_plan *p, FILE *out) {
         fputs(" ", out);
         for (size_t k = 0; k < q->env.n; k++) {
             fputc(' ', out);
-            print_word(out, q->env.v[k]);
+            qn_flags_write_quoted(out, q->env.v[k]);
         }
         for (size_t k = 0; k < q->argv.n; k++) {
             fputc(' ', out);
-            print_word(out, q->argv.v[k]);
+            qn_flags_write_quoted(out, q->argv.v[k]);
         }
         fputc('\n', out);
     }

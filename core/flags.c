@@ -856,9 +856,7 @@ void qn_flags_print_help(const qn_flag_table *t, FILE *out) {
             "the effective configuration and exits.\n");
 }
 
-/* Shell-quotes s when it contains anything but plain characters, so a dump
- * line can be pasted back onto a command line. */
-static void write_quoted(FILE *out, const char *s) {
+void qn_flags_write_quoted(FILE *out, const char *s) {
     bool plain = s[0] != '\0';
     for (const char *p = s; *p; p++) {
         if (!(isalnum((unsigned char)*p) || strchr("_./:,@%+=-", *p))) plain = false;
@@ -931,7 +929,7 @@ static void dump_line(FILE *out, const qn_flag_table *t, const qn_flag *f, const
                 if (rm) {
                     write_value(rm, f, field_cptr(cfg, f));
                     fclose(rm);
-                    write_quoted(mem, raw);
+                    qn_flags_write_quoted(mem, raw);
                 }
                 free(raw);
             }

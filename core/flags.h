@@ -262,6 +262,11 @@ void qn_flags_log(const qn_flag_table *t, const void *cfg, const qn_flags_parsed
  * metadata files. *json is malloc'd (caller frees). Secrets are "<hidden>". */
 qn_status qn_flags_to_json(const qn_flag_table *t, const void *cfg, char **json);
 
+/* Writes s to out as one shell word: as is when it holds only plain
+ * characters (letters, digits, _./:,@%+=-), else in single quotes with each
+ * ' as '\''. Dumps and printed command lines can be pasted back. */
+void qn_flags_write_quoted(FILE *out, const char *s);
+
 #ifdef __cplusplus
 }
 #endif
