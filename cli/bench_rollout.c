@@ -37,6 +37,7 @@
 
 #include "cli/bench_rollout.h"
 #include "cli/commands.h"
+#include "core/bigmem.h"
 #include "core/flags.h"
 #include "core/model/infer.h"
 #include "core/model/model.h"
@@ -104,12 +105,15 @@ static uint64_t xs(uint64_t *x) {
 /* Copy bandwidth in bytes/s: every thread memcpy's its slice of a buffer of
  * mib MiB; read + write bytes over the slowest thread's time, best of reps.
  * Also *rbw, a read-only figure for reference (one load per 64-byte line of
- * the same buffer, which the hardware fetches whole); the bound uses *bw. */
+ * the same buffer, which the hardware fetches whole); the bound uses *bw.
+ * The buffers are allocated like the engine's weights and KV cache
+ * (qn_big_alloc: 2 MiB pages where the kernel gives them), so the bound is
+ * measured with the same page size the engine reads through. */
 static qn_status copy_bandwidth(int64_t mib, int threads, int reps, double *bw, double *rbw) {
     size_t n = (size_t)mib << 20;
-    char *src = malloc(n), *dst = malloc(n);
+    char *src = qn_big_alloc(n), *dst = qn_big_alloc(n);
     if (!src || !dst) {
-        free(src), free(dst);
+        qn_big_free(src, n), qn_big_free(dst, n);
         return qn_fail(QN_ERR_NOMEM, "bench rollout: %lld MiB copy buffers", (long long)mib);
     }
     /* first touch from the threads that will copy, so pages are mapped */
@@ -147,7 +151,7 @@ static qn_status copy_bandwidth(int64_t mib, int threads, int reps, double *bw, 
     volatile char sink = dst[n / 2] + (char)total;
     (void)sink;
     *rbw = (double)n / best_r;
-    free(src), free(dst);
+    qn_big_free(src, n), qn_big_free(dst, n);
     *bw = 2.0 * (double)n / best;
     return QN_OK;
 }

@@ -9,6 +9,7 @@
  *
  * Left out: swapping, sliding windows, multi-tier caches, thread safety. */
 #include "rollout/kv_cache.h"
+#include "core/bigmem.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -204,7 +205,7 @@ qn_status qn_kv_cache_init(qn_kv_cache **out, const qn_kv_cache_params *p) {
     c->root = KV_ROOT_HASH;
     c->seq_nblocks = calloc(S, sizeof *c->seq_nblocks);
     c->seq_table = calloc(S * (size_t)p->max_blocks_per_seq, sizeof *c->seq_table);
-    if (p->alloc_memory) c->mem = calloc(N * per_block, sizeof(float));
+    if (p->alloc_memory) c->mem = qn_big_alloc(N * per_block * sizeof(float));
     if (!c->ref || !c->state || !c->hashed || !c->indexed || !c->hash || !c->parent || !c->tokens ||
         !c->prev || !c->next || !c->ix_key || !c->ix_val || !c->seq_active || !c->seq_computed ||
         !c->seq_nblocks || !c->seq_table || (p->alloc_memory && !c->mem)) {
@@ -226,7 +227,8 @@ qn_status qn_kv_cache_init(qn_kv_cache **out, const qn_kv_cache_params *p) {
 
 void qn_kv_cache_free(qn_kv_cache *c) {
     if (!c) return;
-    free(c->mem);
+    qn_big_free(c->mem, (size_t)c->p.n_blocks * c->slab_floats * 2 * (size_t)c->p.n_layers *
+                            sizeof(float));
     free(c->ref);
     free(c->state);
     free(c->hashed);

@@ -374,7 +374,43 @@ size_t qn_infer_block_floats(const qn_model_desc *d, int32_t block_size) {
 
 /* ------------------------------------------------------------------ linear layers */
 
-/* y[T,O] = x[T,IN] W^T, W fp32 [O,IN]: GEMV split by output rows at T = 1. */
+/* Rows per work unit of a single-token GEMV group: 64 rows x 768..5120 inputs is
+ * 0.2-1.3 MB of weights, long enough for the hardware prefetcher to stream and
+ * short enough that a thread slowed down by the host (a VM's noisy neighbour) hands
+ * the rest of the step to the other threads instead of holding them at the barrier. */
+#define QN_GEMV_UNIT_ROWS 64
+#define QN_GEMV_MAX_JOBS 4
+
+typedef struct gemv_job {
+    const float *W; /* [O, IN] fp32 */
+    int64_t O;
+    float *y; /* [O] */
+} gemv_job;
+
+/* y_j = W_j x for jobs sharing x[IN], at T = 1: the GEMVs of one stage (q/k/v, or gate/up)
+ * run as one parallel region whose units (row blocks of any job) are handed out
+ * dynamically. Each output row is one dot product computed by one cblas_sgemv call on a
+ * row block, so the result does not depend on the thread count or on which thread takes
+ * which unit. */
+static void gemv_group(const gemv_job *jobs, int n_jobs, int64_t IN, const float *x) {
+    int64_t first[QN_GEMV_MAX_JOBS + 1]; /* first unit of each job */
+    first[0] = 0;
+    for (int j = 0; j < n_jobs; j++)
+        first[j + 1] = first[j] + (jobs[j].O + QN_GEMV_UNIT_ROWS - 1) / QN_GEMV_UNIT_ROWS;
+    const int64_t units = first[n_jobs];
+    int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && units > 1)
+    for (int64_t u = 0; u < units; u++) {
+        int j = 0;
+        while (u >= first[j + 1]) j++;
+        int64_t r0 = (u - first[j]) * QN_GEMV_UNIT_ROWS;
+        int64_t n = jobs[j].O - r0 < QN_GEMV_UNIT_ROWS ? jobs[j].O - r0 : QN_GEMV_UNIT_ROWS;
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)IN, 1.0f, jobs[j].W + r0 * IN,
+                    (int)IN, x, 1, 0.0f, jobs[j].y + r0, 1);
+    }
+}
+
+/* y[T,O] = x[T,IN] W^T, W fp32 [O,IN]: a GEMV group of one at T = 1. */
 static void gemv_or_gemm(int64_t T, int64_t IN, int64_t O, const float *x, const float *W,
                          float *y) {
     if (T != 1) {
@@ -386,14 +422,7 @@ static void gemv_or_gemm(int64_t T, int64_t IN, int64_t O, const float *x, const
         cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)O, (int)IN, 1.0f, W, (int)IN, x, 1, 0.0f, y, 1);
         return;
     }
-    int64_t per = ((O + nt - 1) / nt + 15) / 16 * 16;
-    int ns = (int)((O + per - 1) / per);
-#pragma omp parallel for schedule(static) num_threads(ns)
-    for (int s = 0; s < ns; s++) {
-        int64_t o0 = s * per, n = O - o0 < per ? O - o0 : per;
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)IN, 1.0f, W + o0 * IN, (int)IN, x, 1,
-                    0.0f, y + o0, 1);
-    }
+    gemv_group(&(gemv_job){W, O, y}, 1, IN, x);
 }
 
 /* y = x W^T (+ b) where W is the fp32 parameter at W (FP8 copy used when f8 has one). */
@@ -413,7 +442,80 @@ static void linear(const qn_model *m, const qn_model_fp8 *f8, qn_infer_ws *ws, i
             for (int64_t o = 0; o < O; o++) y[t * O + o] += b[o];
 }
 
+/* The projections of one stage that read the same input (q/k/v; gate/up): at T = 1 with
+ * fp32 weights one GEMV group, otherwise one linear() each. */
+static void linear_group(const qn_model *m, const qn_model_fp8 *f8, qn_infer_ws *ws, int64_t T,
+                         int64_t IN, const float *x, int n, const float *const *W,
+                         const float *const *b, const int64_t *O, float *const *y) {
+    int grouped = T == 1 && !omp_in_parallel() && omp_get_max_threads() > 1;
+    for (int i = 0; i < n && grouped; i++)
+        if (f8 && fp8_find(f8, (size_t)(W[i] - m->w))) grouped = 0;
+    if (!grouped) {
+        for (int i = 0; i < n; i++) linear(m, f8, ws, T, IN, O[i], x, W[i], b[i], y[i]);
+        return;
+    }
+    gemv_job jobs[QN_GEMV_MAX_JOBS];
+    for (int i = 0; i < n; i++) jobs[i] = (gemv_job){W[i], O[i], y[i]};
+    gemv_group(jobs, n, IN, x);
+    for (int i = 0; i < n; i++)
+        if (b[i])
+            for (int64_t o = 0; o < O[i]; o++) y[i][o] += b[i][o];
+}
+
 /* ------------------------------------------------------------------ paged attention */
+
+/* One task of paged_attention: the G query heads of kv head gk for token t, over positions
+ * 0..last through the block table. Built twice (target_clones): for x86-64-v3 (AVX2 + FMA:
+ * 8-wide dot products and value updates) and for the baseline the binary targets; the
+ * loader picks one per machine, so a machine always computes the same bits. */
+__attribute__((target_clones("arch=x86-64-v3", "default"))) static void
+attend_task(const float *qg, const float *kbase, const float *vbase, size_t bf,
+            const int32_t *blocks, int64_t last, int64_t G, int64_t HD, int64_t KD, int64_t B,
+            float scale, float *out) {
+    float mx[64], den[64], sc[64 * 64];
+    float acc[64 * 256];
+    /* G <= 64 and HD <= 256 are checked at workspace time (qn_model_infer) */
+    for (int64_t g = 0; g < G; g++) {
+        mx[g] = -INFINITY;
+        den[g] = 0.0f;
+        memset(acc + g * HD, 0, (size_t)HD * sizeof(float));
+    }
+    for (int64_t p0 = 0; p0 <= last; p0 += B) {
+        int64_t n = last - p0 + 1 < B ? last - p0 + 1 : B;
+        size_t blk = (size_t)blocks[p0 / B];
+        const float *kb = kbase + blk * bf;
+        const float *vb = vbase + blk * bf;
+        for (int64_t g = 0; g < G; g++) {
+            const float *qh = qg + g * HD;
+            float bmax = -INFINITY;
+            for (int64_t j = 0; j < n; j++) {
+                const float *kr = kb + j * KD;
+                float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+                for (int64_t e = 0; e < HD; e++) s += qh[e] * kr[e];
+                s *= scale;
+                sc[g * 64 + j] = s;
+                if (s > bmax) bmax = s;
+            }
+            float nm = bmax > mx[g] ? bmax : mx[g];
+            float corr = expf(mx[g] - nm); /* exp(-inf) = 0 on the first block */
+            den[g] *= corr;
+            float *ah = acc + g * HD;
+#pragma omp simd
+            for (int64_t e = 0; e < HD; e++) ah[e] *= corr;
+            for (int64_t j = 0; j < n; j++) {
+                float w = expf(sc[g * 64 + j] - nm);
+                den[g] += w;
+                const float *vr = vb + j * KD;
+#pragma omp simd
+                for (int64_t e = 0; e < HD; e++) ah[e] += w * vr[e];
+            }
+            mx[g] = nm;
+        }
+    }
+    for (int64_t g = 0; g < G; g++)
+        for (int64_t e = 0; e < HD; e++) out[g * HD + e] = acc[g * HD + e] / den[g];
+}
 
 /* att[t] for every chunk token: causal attention of q[t] over positions [0, pos[t]] of its
  * sequence, K/V read through the block table. Task = (token, kv head); the NH/NKV query
@@ -432,52 +534,8 @@ static void paged_attention(const qn_model_desc *d, const qn_kv_view *kv, int64_
     for (int64_t task = 0; task < ntask; task++) {
         int64_t t = task / NKV, gk = task % NKV;
         const qn_infer_chunk *c = &chunks[ws->tok_chunk[t]];
-        int64_t last = ws->pos[t]; /* attends to positions 0..last */
-        float mx[64], den[64], sc[64 * 64];
-        float acc[64 * 256];
-        /* G <= 64 and HD <= 256 are checked at workspace time (qn_model_infer) */
-        const float *qg = ws->q + t * QD + gk * G * HD;
-        for (int64_t g = 0; g < G; g++) {
-            mx[g] = -INFINITY;
-            den[g] = 0.0f;
-            memset(acc + g * HD, 0, (size_t)HD * sizeof(float));
-        }
-        for (int64_t p0 = 0; p0 <= last; p0 += B) {
-            int64_t n = last - p0 + 1 < B ? last - p0 + 1 : B;
-            size_t blk = (size_t)c->blocks[p0 / B];
-            const float *kb = kbase + blk * bf + gk * HD;
-            const float *vb = vbase + blk * bf + gk * HD;
-            for (int64_t g = 0; g < G; g++) {
-                const float *qh = qg + g * HD;
-                float bmax = -INFINITY;
-                for (int64_t j = 0; j < n; j++) {
-                    const float *kr = kb + j * KD;
-                    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-                    for (int64_t e = 0; e < HD; e++) s += qh[e] * kr[e];
-                    s *= scale;
-                    sc[g * 64 + j] = s;
-                    if (s > bmax) bmax = s;
-                }
-                float nm = bmax > mx[g] ? bmax : mx[g];
-                float corr = expf(mx[g] - nm); /* exp(-inf) = 0 on the first block */
-                den[g] *= corr;
-                float *ah = acc + g * HD;
-#pragma omp simd
-                for (int64_t e = 0; e < HD; e++) ah[e] *= corr;
-                for (int64_t j = 0; j < n; j++) {
-                    float w = expf(sc[g * 64 + j] - nm);
-                    den[g] += w;
-                    const float *vr = vb + j * KD;
-#pragma omp simd
-                    for (int64_t e = 0; e < HD; e++) ah[e] += w * vr[e];
-                }
-                mx[g] = nm;
-            }
-        }
-        float *out = att + t * QD + gk * G * HD;
-        for (int64_t g = 0; g < G; g++)
-            for (int64_t e = 0; e < HD; e++) out[g * HD + e] = acc[g * HD + e] / den[g];
+        attend_task(ws->q + t * QD + gk * G * HD, kbase + gk * HD, vbase + gk * HD, bf,
+                    c->blocks, ws->pos[t], G, HD, KD, B, scale, att + t * QD + gk * G * HD);
     }
 }
 
@@ -491,8 +549,9 @@ static void swiglu_rows(int64_t n, const float *g, const float *u, float *out) {
 static void mlp(const qn_model *m, const qn_model_fp8 *f8, qn_infer_ws *ws, int64_t T, int64_t H,
                 int64_t NI, const float *h, const float *Wg, const float *Wu, const float *Wd,
                 float *g, float *u, float *out) {
-    linear(m, f8, ws, T, H, NI, h, Wg, NULL, g);
-    linear(m, f8, ws, T, H, NI, h, Wu, NULL, u);
+    linear_group(m, f8, ws, T, H, h, 2, (const float *const[]){Wg, Wu},
+                 (const float *const[]){NULL, NULL}, (const int64_t[]){NI, NI},
+                 (float *const[]){g, u});
     swiglu_rows(T * NI, g, u, g);
     linear(m, f8, ws, T, NI, H, g, Wd, NULL, out);
 }
@@ -610,9 +669,9 @@ qn_status qn_model_infer(const qn_model *m, const qn_model_fp8 *f8, qn_infer_ws 
         const qn_layer_params *p = &m->lw[l];
         /* ws->att doubles as the rstd buffer of the norms before it is written */
         qn_rmsnorm_forward(ws->h, ws->att, x, p->in_norm, (float)d->rms_eps, (int)T, (int)H);
-        linear(m, f8, ws, T, H, QD, ws->h, p->wq, p->bq, ws->q);
-        linear(m, f8, ws, T, H, KD, ws->h, p->wk, p->bk, ws->k);
-        linear(m, f8, ws, T, H, KD, ws->h, p->wv, p->bv, ws->v);
+        linear_group(m, f8, ws, T, H, ws->h, 3, (const float *const[]){p->wq, p->wk, p->wv},
+                     (const float *const[]){p->bq, p->bk, p->bv},
+                     (const int64_t[]){QD, KD, KD}, (float *const[]){ws->q, ws->k, ws->v});
         if (d->qk_norm) {
             /* in place: rmsnorm reads a row fully before writing it */
             qn_rmsnorm_forward(ws->q, ws->att, ws->q, p->q_norm, (float)d->rms_eps,

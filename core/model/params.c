@@ -7,6 +7,7 @@
  * Qwen3MoeConfig, LlamaConfig (defaults applied where a field is absent). */
 #include "core/model/model.h"
 
+#include "core/bigmem.h"
 #include "core/io/hf_config.h"
 #include "core/rng.h"
 
@@ -148,8 +149,8 @@ void qn_model_count_params(const qn_model_desc *d, qn_param_count *out) {
 
 void qn_model_free(qn_model *m) {
     if (!m) return;
-    free(m->w);
-    free(m->g);
+    qn_big_free(m->w, m->n_floats * sizeof(float));
+    qn_big_free(m->g, m->n_floats * sizeof(float));
     free(m->params);
     free(m->lw);
     free(m->lg);
@@ -233,10 +234,11 @@ qn_status qn_model_init(qn_model *m, const qn_model_desc *d) {
     m->d = *d;
     size_t ne, nf;
     build_table(d, NULL, &ne, &nf, NULL, NULL);
+    m->n_floats = nf; /* before the block is allocated: qn_model_free frees by size */
     m->params = calloc(ne, sizeof *m->params);
     m->lw = calloc((size_t)d->n_layers, sizeof *m->lw);
     m->lg = calloc((size_t)d->n_layers, sizeof *m->lg);
-    m->w = calloc(nf, sizeof(float));
+    m->w = qn_big_alloc(nf * sizeof(float));
     if (!m->params || !m->lw || !m->lg || !m->w) {
         qn_model_free(m);
         return qn_fail(QN_ERR_NOMEM, "model: cannot allocate %zu parameters (%.1f MiB)", nf,
@@ -255,7 +257,7 @@ qn_status qn_model_init(qn_model *m, const qn_model_desc *d) {
 
 qn_status qn_model_alloc_grads(qn_model *m) {
     if (m->g) return QN_OK;
-    m->g = calloc(m->n_floats, sizeof(float));
+    m->g = qn_big_alloc(m->n_floats * sizeof(float));
     if (!m->g) return qn_fail(QN_ERR_NOMEM, "model: cannot allocate gradients");
     qn_global_params gproto = m->gg;
     bind_all(m, &m->gg, m->lg, m->g, &gproto, m->lg);

@@ -9,7 +9,9 @@
 #   b. under pressure: chunked prefill (--max-prefill-tokens 7), 4-token
 #      blocks, a KV cache too small for all requests (preemption) and
 #      --n-samples-per-prompt 3 (prefix sharing); every sample is checked
-#      (and the stderr summary must report preemptions).
+#      (and the stderr summary must report preemptions);
+#   c. one request at a time (--max-running-requests 1), so that every
+#      decode step is one token and takes the engine's GEMV path.
 # Prompts: mixed lengths (1 to 70 tokens, some over the block and chunk
 # sizes), a stop token id chosen so that some outputs end with it.
 # The reference itself is tested in test_generate_ref_self.sh.
@@ -80,5 +82,12 @@ PYEOF
         $PY "$REF" check --ref "$TMP/ref.jsonl" --got "$TMP/b.$j.jsonl"
     done
     grep -q "preemptions [1-9]" "$TMP/b.err" || { echo "FAIL: no preemption in b"; exit 1; }
+
+    echo "-- c. one request at a time (every decode step is a single token: the GEMV path)"
+    "$Q" generate --model "$m" --input "$TMP/in.jsonl" --output "$TMP/c.jsonl" \
+        --temperature 0 --max-new-tokens $N --stop-token-ids "$stop" \
+        --max-running-requests 1 2>"$TMP/c.err" \
+        || { cat "$TMP/c.err"; echo "FAIL: quench generate (one at a time)"; exit 1; }
+    $PY "$REF" check --ref "$TMP/ref.jsonl" --got "$TMP/c.jsonl"
 done
 echo "PASS"
