@@ -583,10 +583,19 @@ static void moe(const qn_model *m, const qn_model_fp8 *f8, qn_infer_ws *ws,
     }
     for (int64_t s = 0; s < T * K; s++)
         memcpy(ws->xs + s * H, h + (int64_t)ws->slot_tok[s] * H, (size_t)H * sizeof(float));
-    /* experts: one per thread when there are several, each on single-threaded BLAS */
-    int par = na > 1 && omp_get_max_threads() > 1;
+    /* experts: one per thread when there are several, each on single-threaded BLAS. For a
+     * single token the shared expert is one more task of the same loop (its GEMVs are as
+     * small as a routed expert's; a parallel region of its own would cost more than it
+     * reads); for a batch it runs after, on threaded GEMMs. */
+    int shared_in_loop = SHI > 0 && T == 1;
+    int32_t ntask = na + shared_in_loop;
+    int par = ntask > 1 && omp_get_max_threads() > 1;
 #pragma omp parallel for schedule(dynamic, 1) if (par)
-    for (int32_t a = 0; a < na; a++) {
+    for (int32_t a = 0; a < ntask; a++) {
+        if (a == na) {
+            mlp(m, f8, ws, T, H, SHI, h, p->s_gate, p->s_up, p->s_down, ws->g, ws->u, out);
+            continue;
+        }
         int64_t e = ws->active[a];
         int64_t s0 = ws->offsets[e], n = ws->offsets[e + 1] - s0;
         const float *Wg = p->e_gate + e * MI * H, *Wu = p->e_up + e * MI * H;
@@ -594,9 +603,9 @@ static void moe(const qn_model *m, const qn_model_fp8 *f8, qn_infer_ws *ws,
         mlp(m, f8, ws, n, H, MI, ws->xs + s0 * H, Wg, Wu, Wd, ws->eg + s0 * MI, ws->eu + s0 * MI,
             ws->ys + s0 * H);
     }
-    if (SHI > 0)
+    if (SHI > 0 && !shared_in_loop)
         mlp(m, f8, ws, T, H, SHI, h, p->s_gate, p->s_up, p->s_down, ws->g, ws->u, out);
-    else
+    else if (SHI == 0)
         memset(out, 0, (size_t)(T * H) * sizeof(float));
     for (int64_t t = 0; t < T; t++) {
         float *o = out + t * H;
