@@ -14,7 +14,10 @@
  *                        real engines, and the router's overhead per request
  *                        over ZeroMQ (cli/bench_router.c).
  *
- * To add a benchmark, add a row to k_benches. Leaves out: GPU benchmarks. */
+ *   quench bench gemm    FP8 block-scaled GEMM vs cuBLASLt bf16 on the GPU
+ *                        (cli/bench_gemm.c).
+ *
+ * To add a benchmark, add a row to k_benches. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/bench_gemm.h"
 #include "cli/bench_rollout.h"
 #include "cli/bench_router.h"
 #include "cli/bench_train.h"
@@ -238,6 +242,8 @@ static const bench_entry k_benches[] = {
      qn_bench_rollout, qn_help_bench_rollout},
     {"router", "HTTP load on the router (requests/s, p50/p99) and its overhead per request",
      qn_bench_router, qn_help_bench_router},
+    {"gemm", "GPU: FP8 block-scaled GEMM vs cuBLASLt bf16 TFLOP/s (--device cuda)",
+     qn_bench_gemm, qn_help_bench_gemm},
 };
 static const size_t k_n_benches = sizeof k_benches / sizeof k_benches[0];
 

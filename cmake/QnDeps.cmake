@@ -2,6 +2,37 @@
 # pkg-config or CMake's own find modules. A missing one stops the configure
 # step with the Debian package that provides it; scripts/install-deps.sh
 # installs them all. Each becomes an imported target Qn::<name>.
+
+# An offline dependency bundle (scripts/bundle-deps.sh; sourcing its env.sh
+# sets QN_DEPS_PREFIX, or pass -DQN_DEPS_PREFIX=<unpacked bundle>): every
+# library, header, pkg-config file, Gloo and protoc-c then come from the
+# bundle and nowhere else, and binaries get an RPATH into it. DT_RPATH, not
+# RUNPATH: it also serves the bundled libraries' own dependencies (libcurl's
+# libnghttp2), so that nothing needs LD_LIBRARY_PATH.
+set(QN_DEPS_PREFIX "$ENV{QN_DEPS_PREFIX}" CACHE PATH
+    "Unpacked dependency bundle from scripts/bundle-deps.sh (empty: the system's packages)")
+set(QN_DEPS_FIND_OPTS)
+set(QN_DEPS_PROGRAM_OPTS)
+if(QN_DEPS_PREFIX)
+  if(NOT EXISTS "${QN_DEPS_PREFIX}/quench-deps.cmake")
+    message(FATAL_ERROR "QN_DEPS_PREFIX=${QN_DEPS_PREFIX} is not an unpacked dependency bundle "
+      "(no quench-deps.cmake); source the env.sh of a bundle made by scripts/bundle-deps.sh.")
+  endif()
+  include("${QN_DEPS_PREFIX}/quench-deps.cmake")
+  list(PREPEND CMAKE_PREFIX_PATH "${QN_DEPS_CMAKE_PREFIX}")
+  set(PKG_CONFIG_EXECUTABLE "${QN_DEPS_BINDIR}/pkg-config" CACHE FILEPATH "pkg-config" FORCE)
+  set(PKG_CONFIG_USE_CMAKE_PREFIX_PATH OFF)
+  list(JOIN QN_DEPS_PKG_CONFIG_DIRS ":" _qn_pc_dirs)
+  set(ENV{PKG_CONFIG_LIBDIR} "${_qn_pc_dirs}")
+  set(ENV{PKG_CONFIG_PATH} "")
+  list(APPEND CMAKE_BUILD_RPATH ${QN_DEPS_LIBDIRS})
+  list(APPEND CMAKE_INSTALL_RPATH ${QN_DEPS_LIBDIRS})
+  add_link_options("$<HOST_LINK:LINKER:--disable-new-dtags>")
+  set(QN_DEPS_FIND_OPTS PATHS "${QN_DEPS_CMAKE_PREFIX}" NO_DEFAULT_PATH)
+  set(QN_DEPS_PROGRAM_OPTS PATHS "${QN_DEPS_BINDIR}" NO_DEFAULT_PATH)
+  message(STATUS "quench dependencies: the bundle in ${QN_DEPS_PREFIX}")
+endif()
+
 find_package(PkgConfig REQUIRED)
 
 function(qn_require_pkg target module debian_pkg)
@@ -30,7 +61,7 @@ if(QN_BUILD_TESTS)
 endif()
 
 # Gloo (CPU collectives) ships a CMake package config, no pkg-config file.
-find_package(Gloo CONFIG QUIET)
+find_package(Gloo CONFIG QUIET ${QN_DEPS_FIND_OPTS})
 if(NOT TARGET gloo)
   message(FATAL_ERROR
     "quench needs Gloo for CPU collectives (Debian package 'libgloo-dev'). "
@@ -43,7 +74,7 @@ if(NOT OpenMP_C_FOUND)
 endif()
 find_package(Threads REQUIRED)
 
-find_program(QN_PROTOC_C protoc-c)
+find_program(QN_PROTOC_C protoc-c ${QN_DEPS_PROGRAM_OPTS})
 if(NOT QN_PROTOC_C)
   message(FATAL_ERROR
     "quench needs protoc-c to generate its wire protocol (Debian package "

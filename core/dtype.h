@@ -30,6 +30,10 @@
 
 #include "quench/status.h"
 
+#ifdef __cplusplus
+extern "C" { /* callable from the CUDA sources */
+#endif
+
 typedef enum qn_dtype {
     QN_DTYPE_F64,
     QN_DTYPE_F32,
@@ -82,4 +86,7 @@ qn_status qn_dtype_to_f32(qn_dtype src_type, const void *src, float *dst, size_t
  * src and dst must not overlap. */
 qn_status qn_dtype_from_f32(qn_dtype dst_type, const float *src, void *dst, size_t n);
 
+#ifdef __cplusplus
+}
+#endif
 #endif /* QN_CORE_DTYPE_H */

@@ -5,6 +5,8 @@
 #   scripts/install-deps.sh            everything (build, run, tests, tools)
 #   scripts/install-deps.sh --runtime  only what building and running quench
 #                                      needs (scripts/quickstart.sh)
+#   scripts/install-deps.sh --list     print every package, one a line, and
+#                                      install nothing (scripts/bundle-deps.sh)
 set -euo pipefail
 
 RUNTIME=(
@@ -37,7 +39,8 @@ PACKAGES=("${RUNTIME[@]}")
 case "${1:-}" in
   --runtime) ;;
   "") PACKAGES+=("${TESTS[@]}") ;;
-  *) echo "usage: scripts/install-deps.sh [--runtime]" >&2; exit 2 ;;
+  --list) printf '%s\n' "${RUNTIME[@]}" "${TESTS[@]}"; exit 0 ;;
+  *) echo "usage: scripts/install-deps.sh [--runtime | --list]" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -129,6 +129,10 @@ qn_status qn_nccl_allreduce_sum(qn_nccl *n, void *dev_buf, size_t count, qn_dtyp
         return qn_fail(QN_ERR_UNSUPPORTED, "nccl: all-reduce of %s", qn_dtype_name(dt));
     ncclResult_t r = ncclAllReduce(dev_buf, dev_buf, count, t, ncclSum, n->comm, n->stream);
     if (r != ncclSuccess && r != ncclInProgress) return nccl_err("ncclAllReduce", r);
+    /* Non-blocking communicator: ncclInProgress means the collective may not be on the
+     * stream yet (e.g. the first one, which connects the ranks). Work the caller queues
+     * next, and qn_nccl_wait's stream query, must come after it: settle first. */
+    if (r == ncclInProgress) return comm_settle(n, "ncclAllReduce (enqueue)");
     return QN_OK;
 }
 
@@ -138,6 +142,7 @@ qn_status qn_nccl_broadcast(qn_nccl *n, void *dev_buf, size_t bytes, int root) {
         return qn_fail(QN_ERR_INVALID, "nccl: broadcast root %d of %d ranks", root, n->world);
     ncclResult_t r = ncclBroadcast(dev_buf, dev_buf, bytes, ncclUint8, root, n->comm, n->stream);
     if (r != ncclSuccess && r != ncclInProgress) return nccl_err("ncclBroadcast", r);
+    if (r == ncclInProgress) return comm_settle(n, "ncclBroadcast (enqueue)"); /* see above */
     return QN_OK;
 }
 
