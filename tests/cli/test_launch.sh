@@ -107,7 +107,10 @@ LPID=$!
 # 1500 tokens take seconds, so the kill lands while the engine has them in flight
 wait_for 90 grep -q '"rollout_id": 1, "perf/train_wait_time"' "$RUN/metrics.jsonl" 2>/dev/null ||
     fail "rollout 1 not trained"
-EPID=$(pgrep -f "engine-id=engine-0.0")
+# this job's engine only: other tests running beside this one launch engines of the same name
+EPID=$(for p in $(pgrep -f "engine-id=engine-0.0"); do
+    tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q -- "$TMP/" && echo "$p"
+done | head -1)
 [ -n "$EPID" ] || fail "engine-0.0 not found"
 kill -9 "$EPID"
 wait_for 120 exited "$LPID" || fail "job did not end"
