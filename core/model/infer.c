@@ -390,8 +390,8 @@ typedef struct gemv_job {
 /* y_j = W_j x for jobs sharing x[IN], at T = 1: the GEMVs of one stage (q/k/v, or gate/up)
  * run as one parallel region whose units (row blocks of any job) are handed out
  * dynamically. Each output row is one dot product computed by one cblas_sgemv call on a
- * row block, so the result does not depend on the thread count or on which thread takes
- * which unit. */
+ * fixed 64-row block, so the result does not depend on which thread takes which unit (with
+ * one thread the projections run as whole-matrix sgemv calls instead, see linear_group). */
 static void gemv_group(const gemv_job *jobs, int n_jobs, int64_t IN, const float *x) {
     int64_t first[QN_GEMV_MAX_JOBS + 1]; /* first unit of each job */
     first[0] = 0;
