@@ -107,7 +107,11 @@ fail:
 void qn_nccl_free(qn_nccl *n) {
     if (!n) return;
     if (n->comm && !n->aborted) {
-        cudaStreamSynchronize(n->stream);
+        /* bounded: a collective stuck on a dead peer aborts the communicator here
+         * instead of hanging in cudaStreamSynchronize */
+        qn_nccl_wait(n);
+    }
+    if (n->comm && !n->aborted) {
         ncclCommFinalize(n->comm);
         comm_settle(n, "finalize");
         if (!n->aborted) ncclCommDestroy(n->comm);

@@ -103,7 +103,10 @@ qn_status qn_cuda_attention_seqlens(const int32_t *cu_seqlens /* S+1, host */, i
  * batch. q, k, v, out in dt; lse fp32 [T, NH]; cu_seqlens is a DEVICE array
  * of S+1 int32 (as described in ops.h); max_seqlen (host) must be at least
  * the longest sequence (qn_cuda_attention_seqlens). A sequence longer than
- * max_seqlen gets NaN outputs. out must not alias q, k, v. */
+ * max_seqlen gets NaN outputs; a malformed cu_seqlens entry (negative,
+ * decreasing or past T) leaves that sequence's rows unwritten (the arrays
+ * live on the device, so they are not checked on the host). out must not
+ * alias q, k, v. */
 qn_status qn_cuda_attention_forward(qn_cuda_ctx *c, qn_dtype dt, void *out /* T, NH*HD */,
                                     float *lse /* T, NH */, const void *q /* T, NH*HD */,
                                     const void *k /* T, NKV*HD */, const void *v /* T, NKV*HD */,

@@ -15,7 +15,7 @@
  * others with QN_ERR_UNSUPPORTED.
  *
  * Callable from C in any build: without CUDA (QN_CUDA=OFF) or without a
- * device, qn_cuda_ctx_create returns QN_ERR_NO_DEVICE (cuda_stub.c) and
+ * device, qn_cuda_ctx_create returns QN_ERR_NO_DEVICE (cuda_ctx_stub.c) and
  * callers take their CPU path or skip.
  *
  * Leaves out: several streams per context (copy/compute overlap comes with
