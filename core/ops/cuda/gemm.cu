@@ -352,24 +352,6 @@ extern "C" qn_status qn_cuda_gemm_ex(qn_cuda_ctx *c, const qn_cuda_gemm_desc *d,
     return lt_matmul(op, c, &k, alpha, B, A, beta, C, NULL, NULL);
 }
 
-extern "C" qn_status qn_cuda_gemm(qn_cuda_ctx *c, qn_dtype dt, int trans_a, int trans_b, int M,
-                                  int N, int K, float alpha, const void *A, int lda, const void *B,
-                                  int ldb, float beta, void *C, int ldc) {
-    qn_cuda_gemm_desc d;
-    memset(&d, 0, sizeof d);
-    d.trans_a = trans_a;
-    d.trans_b = trans_b;
-    d.M = M;
-    d.N = N;
-    d.K = K;
-    d.lda = lda;
-    d.ldb = ldb;
-    d.ldc = ldc;
-    d.ab_dtype = dt;
-    d.c_dtype = dt;
-    return qn_cuda_gemm_ex(c, &d, alpha, A, B, beta, C);
-}
-
 // ======================================================== linear layers
 
 extern "C" qn_status qn_cuda_matmul_forward(qn_cuda_ctx *c, qn_dtype dt, void *out, const void *inp,

@@ -7,6 +7,7 @@
  * Leaves out: anything that talks to CUDA (gemm.cu). */
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "core/ops/cuda/fp8_codec.h"
 #include "core/ops/cuda/gemm.h"
@@ -214,4 +215,24 @@ qn_status qn_gemm_check_fp8_matmul(qn_dtype dt, const void *y, const void *x,
     if (T == 0) return QN_OK;
     if (!y || !x) return qn_fail(QN_ERR_INVALID, "%s: NULL pointer", op);
     return QN_OK;
+}
+
+/* The plain form of qn_cuda_gemm_ex (same dtype for A, B and C); here because it
+ * only fills the descriptor, in CUDA and non-CUDA builds alike. */
+qn_status qn_cuda_gemm(qn_cuda_ctx *c, qn_dtype dt, int trans_a, int trans_b, int M, int N, int K,
+                       float alpha, const void *A, int lda, const void *B, int ldb, float beta,
+                       void *C, int ldc) {
+    qn_cuda_gemm_desc d;
+    memset(&d, 0, sizeof d);
+    d.trans_a = trans_a;
+    d.trans_b = trans_b;
+    d.M = M;
+    d.N = N;
+    d.K = K;
+    d.lda = lda;
+    d.ldb = ldb;
+    d.ldc = ldc;
+    d.ab_dtype = dt;
+    d.c_dtype = dt;
+    return qn_cuda_gemm_ex(c, &d, alpha, A, B, beta, C);
 }

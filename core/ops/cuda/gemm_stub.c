@@ -17,24 +17,6 @@ qn_status qn_cuda_gemm_ex(qn_cuda_ctx *c, const qn_cuda_gemm_desc *d, float alph
     return qn_fail(QN_ERR_NO_DEVICE, "gemm: " QN_NO_CUDA_MSG);
 }
 
-qn_status qn_cuda_gemm(qn_cuda_ctx *c, qn_dtype dt, int trans_a, int trans_b, int M, int N, int K,
-                       float alpha, const void *A, int lda, const void *B, int ldb, float beta,
-                       void *C, int ldc) {
-    qn_cuda_gemm_desc d;
-    memset(&d, 0, sizeof d);
-    d.trans_a = trans_a;
-    d.trans_b = trans_b;
-    d.M = M;
-    d.N = N;
-    d.K = K;
-    d.lda = lda;
-    d.ldb = ldb;
-    d.ldc = ldc;
-    d.ab_dtype = dt;
-    d.c_dtype = dt;
-    return qn_cuda_gemm_ex(c, &d, alpha, A, B, beta, C);
-}
-
 void qn_cuda_gemm_plan_stats_get(qn_cuda_gemm_plan_stats *out) {
     memset(out, 0, sizeof *out);
 }

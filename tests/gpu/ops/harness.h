@@ -31,6 +31,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "core/dtype.h"
 #include "core/ops/cuda/cuda_ctx.h"
@@ -72,6 +73,24 @@ int qn_h_perf_mode(const qn_harness *h);
 float *qn_h_rand(qn_harness *h, size_t n, float lo, float hi);
 float *qn_h_rand_dt(qn_harness *h, qn_dtype dt, size_t n, float lo, float hi);
 void *qn_h_host(qn_harness *h, size_t bytes); /* zeroed */
+/* A case-owned copy of n host floats; n ints uniform in [0, hi). Inline, on
+ * qn_h_host and qn_h_rand, so that the host emulations, which define those
+ * two themselves, share them too. */
+static inline float *qn_h_copy(qn_harness *h, const float *x, size_t n) {
+    float *y = (float *)qn_h_host(h, n * sizeof *y);
+    if (y && n) memcpy(y, x, n * sizeof *y);
+    return y;
+}
+static inline int32_t *qn_h_rand_ints(qn_harness *h, size_t n, int hi) {
+    float *u = qn_h_rand(h, n, 0.0f, 1.0f);
+    int32_t *v = (int32_t *)qn_h_host(h, n * sizeof *v);
+    if (!u || !v) return v;
+    for (size_t i = 0; i < n; i++) {
+        int k = (int)(u[i] * (float)hi);
+        v[i] = k >= hi ? hi - 1 : k;
+    }
+    return v;
+}
 
 /* Device buffers owned by the case. qn_h_in uploads n floats converted to
  * dt (f32 or bf16). qn_h_in_raw uploads bytes as they are (ints, fp8).

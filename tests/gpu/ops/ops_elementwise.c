@@ -25,23 +25,6 @@
 static const qn_dtype k_dts[] = {QN_DTYPE_F32, QN_DTYPE_BF16};
 #define N_DTS ((int)(sizeof k_dts / sizeof k_dts[0]))
 
-static float *host_copy(qn_harness *h, const float *x, size_t n) {
-    float *y = qn_h_host(h, n * sizeof *y);
-    memcpy(y, x, n * sizeof *y);
-    return y;
-}
-
-/* n ints uniform in [0, hi) from the case's generator. */
-static int32_t *rand_ints(qn_harness *h, size_t n, int hi) {
-    float *u = qn_h_rand(h, n, 0.0f, 1.0f);
-    int32_t *v = qn_h_host(h, n * sizeof *v);
-    for (size_t i = 0; i < n; i++) {
-        int k = (int)(u[i] * (float)hi);
-        v[i] = k >= hi ? hi - 1 : k;
-    }
-    return v;
-}
-
 /* ------------------------------------------------------------ embedding */
 
 typedef struct {
@@ -74,7 +57,7 @@ static void test_embedding(qn_harness *h) {
             size_t TC = (size_t)T * C, VC = (size_t)V * C;
             if (qn_h_case(h, "embedding_fwd", "T=%d C=%d V=%d %s", T, C, V, qn_h_dtname(dt))) {
                 float *wte = qn_h_rand_dt(h, dt, VC, -1, 1);
-                int32_t *tok = rand_ints(h, (size_t)T, V);
+                int32_t *tok = qn_h_rand_ints(h, (size_t)T, V);
                 float *ref = qn_h_host(h, TC * sizeof *ref);
                 qn_embedding_forward(ref, tok, wte, T, C);
                 emb_args a = {qn_h_ctx(h),
@@ -93,8 +76,8 @@ static void test_embedding(qn_harness *h) {
             if (qn_h_case(h, "embedding_bwd", "T=%d C=%d V=%d %s", T, C, V, qn_h_dtname(dt))) {
                 float *dout = qn_h_rand_dt(h, dt, TC, -1, 1);
                 float *dwte0 = qn_h_rand(h, VC, -1, 1);
-                int32_t *tok = rand_ints(h, (size_t)T, V);
-                float *ref = host_copy(h, dwte0, VC);
+                int32_t *tok = qn_h_rand_ints(h, (size_t)T, V);
+                float *ref = qn_h_copy(h, dwte0, VC);
                 qn_embedding_backward(ref, dout, tok, T, C);
                 emb_args a = {qn_h_ctx(h),
                               dt,
@@ -198,7 +181,7 @@ static void test_rmsnorm(qn_harness *h) {
                 float *dw0 = qn_h_rand(h, (size_t)D, -1, 1);
                 float *y = qn_h_host(h, ND * sizeof *y), *rstd = qn_h_host(h, N * sizeof *rstd);
                 qn_rmsnorm_forward(y, rstd, x, w, eps, N, D);
-                float *dx_ref = host_copy(h, dx0, ND), *dw_ref = host_copy(h, dw0, (size_t)D);
+                float *dx_ref = qn_h_copy(h, dx0, ND), *dw_ref = qn_h_copy(h, dw0, (size_t)D);
                 qn_rmsnorm_backward(dx_ref, dw_ref, dy, x, w, rstd, N, D, acc);
                 rms_args a = {.c = qn_h_ctx(h),
                               .dt = dt,
@@ -228,7 +211,7 @@ static void test_rmsnorm(qn_harness *h) {
             float *dy = qn_h_rand_dt(h, dt, ND, -1, 1);
             float *y = qn_h_host(h, ND * sizeof *y), *rstd = qn_h_host(h, N * sizeof *rstd);
             qn_rmsnorm_forward(y, rstd, x, w, eps, N, D);
-            float *ref = host_copy(h, dy, ND);
+            float *ref = qn_h_copy(h, dy, ND);
             qn_rmsnorm_backward(ref, NULL, ref, x, w, rstd, N, D, 0);
             void *d = qn_h_out_init(h, dt, dy, ND);
             QN_H_TRY(h,
@@ -274,11 +257,11 @@ static void test_rope(qn_harness *h) {
                                NH, HD, R, P, qn_h_dtname(dt)))
                     continue;
                 float *x = qn_h_rand_dt(h, dt, n, -2, 2);
-                int32_t *pos = rand_ints(h, (size_t)T, P);
+                int32_t *pos = qn_h_rand_ints(h, (size_t)T, P);
                 float *ct = qn_h_host(h, (tab ? tab : 1) * sizeof *ct);
                 float *st = qn_h_host(h, (tab ? tab : 1) * sizeof *st);
                 qn_rope_table(ct, st, P, R, s % 2 ? 1e6 : 1e4);
-                float *ref = host_copy(h, x, n);
+                float *ref = qn_h_copy(h, x, n);
                 (bwd ? qn_rope_backward : qn_rope_forward)(ref, pos, ct, st, T, NH, HD, R);
                 rope_args a = {qn_h_ctx(h),
                                dt,
@@ -441,7 +424,7 @@ static void test_adamw(qn_harness *h) {
                 if (!var) memset(m0, 0, n * sizeof *m0), memset(v0, 0, n * sizeof *v0);
                 /* the reference: trainer/optimizer.c on copies */
                 qn_adamw opt;
-                float *p_ref = host_copy(h, p0, (size_t)n), *g_ref = host_copy(h, g, (size_t)n);
+                float *p_ref = qn_h_copy(h, p0, (size_t)n), *g_ref = qn_h_copy(h, g, (size_t)n);
                 double norm = qn_grad_norm(g, n), scale = 1.0;
                 if (cfg.clip_grad > 0 && cfg.clip_grad / (norm + 1e-6) < 1.0)
                     scale = cfg.clip_grad / (norm + 1e-6);

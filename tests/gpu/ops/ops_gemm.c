@@ -50,12 +50,6 @@
 static const qn_dtype k_dts[] = {QN_DTYPE_F32, QN_DTYPE_BF16};
 #define N_DTS ((int)(sizeof k_dts / sizeof k_dts[0]))
 
-static float *host_copy(qn_harness *h, const float *x, size_t n) {
-    float *y = qn_h_host(h, n * sizeof *y);
-    memcpy(y, x, n * sizeof *y);
-    return y;
-}
-
 /* Bit-exact check of an e4m3 device buffer against reference bytes (after
  * qn_h_compare has checked guards and NaN): decoding is injective on
  * non-NaN bytes, so comparing the decoded floats bit for bit compares bytes. */
@@ -132,7 +126,7 @@ static void gemm_case(qn_harness *h, const char *op, qn_dtype ab, qn_dtype cd, i
     float *A = qn_h_rand_dt(h, ab, na ? na : 1, -1, 1);
     float *B = qn_h_rand_dt(h, ab, nb ? nb : 1, -1, 1);
     float *C0 = qn_h_rand_dt(h, cd, nc ? nc : 1, -1, 1);
-    float *ref = host_copy(h, C0, nc ? nc : 1);
+    float *ref = qn_h_copy(h, C0, nc ? nc : 1);
     if (K > 0) {
         qn_sgemm(ta, tb, M, N, K, alpha, A, d.lda, B, d.ldb, beta, ref, d.ldc);
     } else {
@@ -144,7 +138,7 @@ static void gemm_case(qn_harness *h, const char *op, qn_dtype ab, qn_dtype cd, i
     }
     /* beta == 0: C's rows start as NaN, which must never be read; the gaps of
      * padded rows keep their values (never written) */
-    float *cinit = host_copy(h, C0, nc ? nc : 1);
+    float *cinit = qn_h_copy(h, C0, nc ? nc : 1);
     if (beta == 0.0f)
         for (int r = 0; r < M; r++)
             for (int c = 0; c < N; c++)
@@ -265,8 +259,8 @@ static void test_matmul(qn_harness *h) {
                     float *dinp0 = qn_h_rand_dt(h, dt, ni, -1, 1);
                     float *dw0 = qn_h_rand(h, nw, -1, 1);
                     float *db0 = qn_h_rand(h, (size_t)OC, -1, 1);
-                    float *dinp = host_copy(h, dinp0, ni), *dw = host_copy(h, dw0, nw);
-                    float *db = host_copy(h, db0, (size_t)OC);
+                    float *dinp = qn_h_copy(h, dinp0, ni), *dw = qn_h_copy(h, dw0, nw);
+                    float *db = qn_h_copy(h, db0, (size_t)OC);
                     qn_matmul_backward(skip ? NULL : dinp, dw, skip ? NULL : db, dout, inp, w, N,
                                        IC, OC, acc);
                     mm_args a = {.c = qn_h_ctx(h),

@@ -35,22 +35,6 @@
 static const qn_dtype k_dts[] = {QN_DTYPE_F32, QN_DTYPE_BF16};
 #define N_DTS ((int)(sizeof k_dts / sizeof k_dts[0]))
 
-static int32_t *rand_ints(qn_harness *h, size_t n, int hi) {
-    float *u = qn_h_rand(h, n, 0.0f, 1.0f);
-    int32_t *v = qn_h_host(h, n * sizeof *v);
-    for (size_t i = 0; i < n; i++) {
-        int k = (int)(u[i] * (float)hi);
-        v[i] = k >= hi ? hi - 1 : k;
-    }
-    return v;
-}
-
-static float *host_copy(qn_harness *h, const float *x, size_t n) {
-    float *y = qn_h_host(h, n * sizeof *y);
-    memcpy(y, x, n * sizeof *y);
-    return y;
-}
-
 /* ---------------------------------------------------------------- log-prob */
 
 typedef struct {
@@ -105,7 +89,7 @@ static void test_logprob(qn_harness *h) {
                           temp, qn_h_dtname(dt))) {
                 float *hh = qn_h_rand_dt(h, dt, NC, -1, 1);
                 float *w = qn_h_rand_dt(h, dt, VC, -wr, wr);
-                int32_t *tgt = rand_ints(h, (size_t)N, V);
+                int32_t *tgt = qn_h_rand_ints(h, (size_t)N, V);
                 tgt[0] = V - 1; /* the last column of the last chunk */
                 if (N > 1) tgt[1] = 0;
                 float *ref = qn_h_host(h, 4 * (size_t)N * sizeof(float));
@@ -144,7 +128,7 @@ static void test_logprob(qn_harness *h) {
                     continue;
                 float *hh = qn_h_rand_dt(h, dt, NC, -1, 1);
                 float *w = qn_h_rand_dt(h, dt, VC, -wr, wr);
-                int32_t *tgt = rand_ints(h, (size_t)N, V);
+                int32_t *tgt = qn_h_rand_ints(h, (size_t)N, V);
                 tgt[0] = V - 1;
                 float *gl = qn_h_rand(h, (size_t)N, -1, 1);
                 float *ge = qn_h_rand(h, (size_t)N, -1, 1);
@@ -154,7 +138,7 @@ static void test_logprob(qn_harness *h) {
                 cpu_fwd(h, st, st + N, st + 2 * N, st + 3 * N, hh, tgt, w, N, C, V, temp, chunk);
                 const float *use_gl = mode == 2 ? NULL : gl, *use_ge = mode == 1 ? NULL : ge;
                 int acc = mode == 1;
-                float *rdh = host_copy(h, dh0, NC), *rdw = host_copy(h, dw0, VC);
+                float *rdh = qn_h_copy(h, dh0, NC), *rdw = qn_h_copy(h, dw0, VC);
                 float *scr = qn_h_host(h, qn_logprob_scratch_floats(N, C, chunk) * sizeof(float));
                 qn_logprob_backward(mode == 3 ? NULL : rdh, rdw, use_gl, use_ge, st + 2 * N,
                                     st + 3 * N, hh, tgt, w, N, C, V, temp, chunk, acc, scr);
@@ -223,7 +207,7 @@ static void test_logprob_glm(qn_harness *h) {
     if (qn_h_case(h, "logprob_fwd_glm", "N=%d C=%d V=%d chunk=%d bf16", N, C, V, chunk)) {
         float *hh = qn_h_rand_dt(h, dt, NC, -1, 1);
         float *w = qn_h_rand_dt(h, dt, VC, -wr, wr);
-        int32_t *tgt = rand_ints(h, (size_t)N, V);
+        int32_t *tgt = qn_h_rand_ints(h, (size_t)N, V);
         float *ref = qn_h_host(h, 4 * (size_t)N * sizeof(float));
         cpu_fwd(h, ref, ref + N, ref + 2 * N, ref + 3 * N, hh, tgt, w, N, C, V, temp, chunk);
         lp_args a = {

@@ -41,12 +41,6 @@
 static const qn_dtype k_dts[] = {QN_DTYPE_F32, QN_DTYPE_BF16};
 #define N_DTS ((int)(sizeof k_dts / sizeof k_dts[0]))
 
-static float *host_copy(qn_harness *h, const float *x, size_t n) {
-    float *y = qn_h_host(h, n * sizeof *y);
-    memcpy(y, x, n * sizeof *y);
-    return y;
-}
-
 /* n values k / den with k uniform in [-kmax, kmax]. */
 static float *rand_grid(qn_harness *h, size_t n, int kmax, float den) {
     float *u = qn_h_rand(h, n, 0.0f, 1.0f);
@@ -252,7 +246,7 @@ static void test_router_fwd_bwd(qn_harness *h) {
                     qn_router_forward(&cpu, idx, wt, sc, x, w, T, C);
                     float *dwt = qn_h_rand(h, TK, -1, 1);
                     float *dx0 = qn_h_rand_dt(h, dt, TC, -1, 1), *dw0 = qn_h_rand(h, EC, -1, 1);
-                    float *rdx = host_copy(h, dx0, TC), *rdw = host_copy(h, dw0, EC);
+                    float *rdx = qn_h_copy(h, dx0, TC), *rdw = qn_h_copy(h, dw0, EC);
                     float *scr = qn_h_host(h, TE * sizeof(float));
                     qn_router_backward(&cpu, rdx, rdw, dwt, idx, sc, x, w, T, C, acc, scr);
                     router_args a = {.c = qn_h_ctx(h), .dt = dt, .T = T, .C = C, .acc = acc};
@@ -414,7 +408,7 @@ static void test_moe(qn_harness *h) {
                 float *wd = qn_h_rand_dt(h, dt, EFC, -wr2, wr2);
                 int32_t *idx = rand_idx(h, T, K, E, skew);
                 float *wt = qn_h_rand(h, TK, 0, 1);
-                float *out0 = qn_h_rand_dt(h, dt, TC, -1, 1), *ref = host_copy(h, out0, TC);
+                float *out0 = qn_h_rand_dt(h, dt, TC, -1, 1), *ref = qn_h_copy(h, out0, TC);
                 qn_moe_acts ra;
                 cpu_acts(h, &ra, T, K, C, F, E);
                 qn_moe_forward(ref, &ra, x, idx, wt, wg, wu, wd, T, C, F, E, K, acc);
@@ -452,10 +446,10 @@ static void test_moe(qn_harness *h) {
                 int32_t *idx = rand_idx(h, T, K, E, skew);
                 float *wt = qn_h_rand(h, TK, 0, 1);
                 float *dout = qn_h_rand_dt(h, dt, TC, -1, 1);
-                float *dx0 = qn_h_rand_dt(h, dt, TC, -1, 1), *rdx = host_copy(h, dx0, TC);
-                float *dg0 = qn_h_rand(h, EFC, -1, 1), *rdg = host_copy(h, dg0, EFC);
-                float *du0 = qn_h_rand(h, EFC, -1, 1), *rdu = host_copy(h, du0, EFC);
-                float *dd0 = qn_h_rand(h, EFC, -1, 1), *rdd = host_copy(h, dd0, EFC);
+                float *dx0 = qn_h_rand_dt(h, dt, TC, -1, 1), *rdx = qn_h_copy(h, dx0, TC);
+                float *dg0 = qn_h_rand(h, EFC, -1, 1), *rdg = qn_h_copy(h, dg0, EFC);
+                float *du0 = qn_h_rand(h, EFC, -1, 1), *rdu = qn_h_copy(h, du0, EFC);
+                float *dd0 = qn_h_rand(h, EFC, -1, 1), *rdd = qn_h_copy(h, dd0, EFC);
                 float *rdwt = qn_h_host(h, TK * sizeof(float));
                 float *out = qn_h_host(h, TC * sizeof(float));
                 qn_moe_acts ra;
